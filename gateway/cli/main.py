@@ -1,0 +1,70 @@
+"""`gateway`: serve the gateway and manage its model repository."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from gateway.cli import models as models_commands
+from gateway.settings import PREFIX, Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "models_dir": args.models,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+        "access_log_sample": args.access_log_sample,
+    }
+    try:
+        settings = Settings.from_mapping(os.environ, **overrides)
+    except ValueError as exc:
+        print(f"gateway serve: {exc}", file=sys.stderr)
+        return 2
+    environ = {
+        PREFIX + name.upper(): str(value) for name, value in overrides.items() if value is not None
+    }
+    print(
+        f"Release Gateway on http://{settings.host}:{settings.port} "
+        f"(models: {settings.models_dir}, workers: {settings.workers})",
+        file=sys.stderr,
+    )
+    serve(settings, environ)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the models over the Open Inference Protocol")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--models", help="model repository directory (default ./models)")
+    serve.add_argument("--log-format", choices=["auto", "json", "console"])
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--access-log-sample", type=float, help="share of successful requests logged (0..1)"
+    )
+    serve.set_defaults(handler=_serve)
+
+    models_commands.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Runs a V2 request against one model version: validate, predict, check what came back."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from gateway.dataplane.tensors import check_output, decode_input
+from gateway.dataplane.v2 import InferenceRequest, RequestInput
+from gateway.errors import InferenceFailed, InvalidRequest
+from gateway.observability.metrics import GatewayMetrics
+from gateway.repository import ModelRegistry
+from gateway.repository.manifest import Manifest, TensorSpec
+from gateway.runtimes.base import Tensor
+
+
+class Limits(msgspec.Struct, frozen=True):
+    """Per-request bounds a client cannot exceed."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_batch_rows: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What a version answered: its outputs in manifest (or requested) order."""
+
+    model: str
+    version: str
+    outputs: list[tuple[TensorSpec, Tensor]]
+    latency_s: float
+
+
+def new_request_id() -> str:
+    return os.urandom(12).hex()
+
+
+class DataPlane:
+    """Validates a request against the version's manifest, runs it, and checks what came back."""
+
+    def __init__(self, registry: ModelRegistry, limits: Limits, metrics: GatewayMetrics) -> None:
+        self.registry = registry
+        self.limits = limits
+        self._metrics = metrics
+
+    def infer(
+        self,
+        model: str,
+        version: str | None,
+        request: InferenceRequest,
+        binary_inputs: dict[str, bytes] | None = None,
+    ) -> Prediction:
+        """Serve `request` from `version` (the model's default when None), counting the outcome."""
+        started = time.perf_counter()
+        loaded = self.registry.version(model, version)
+        outcome, latency = "unavailable", None
+        try:
+            manifest, runtime = loaded.ready_runtime()
+            outcome = "invalid_request"
+            inputs = self._decode_inputs(manifest, request.inputs, binary_inputs or {})
+            wanted = _requested_outputs(manifest, request)
+            batch_rows = _batch_rows(manifest, inputs)
+            outcome = "error"
+            try:
+                raw = runtime.predict(inputs)
+            except Exception as exc:
+                raise InferenceFailed(
+                    model, loaded.version, f"{type(exc).__name__}: {exc}"
+                ) from exc
+            finally:
+                latency = time.perf_counter() - started
+            _check_outputs(model, loaded.version, manifest, raw, batch_rows)
+            outcome = "ok"
+            return Prediction(model, loaded.version, [(s, raw[s.name]) for s in wanted], latency)
+        finally:
+            self._metrics.observe_request(model, loaded.version, outcome, latency)
+
+    def _decode_inputs(
+        self, manifest: Manifest, given: list[RequestInput], binary: dict[str, bytes]
+    ) -> dict[str, Tensor]:
+        by_name = {tensor.name: tensor for tensor in given}
+        if len(by_name) != len(given):
+            raise InvalidRequest("inputs repeat a name; each input appears once")
+        unknown = by_name.keys() - {spec.name for spec in manifest.inputs}
+        if unknown:
+            raise InvalidRequest(
+                f"unknown input(s) {sorted(unknown)}; the model takes "
+                f"{[spec.name for spec in manifest.inputs]}"
+            )
+        inputs: dict[str, Tensor] = {}
+        for spec in manifest.inputs:
+            tensor = by_name.get(spec.name)
+            if tensor is None:
+                raise InvalidRequest(f"missing input {spec.name!r} ({spec.datatype} {spec.shape})")
+            inputs[spec.name] = decode_input(
+                spec, tensor, self.limits.max_batch_rows, binary.get(spec.name)
+            )
+        return inputs
+
+
+def _requested_outputs(manifest: Manifest, request: InferenceRequest) -> list[TensorSpec]:
+    if not request.outputs:
+        return manifest.outputs
+    declared = {spec.name: spec for spec in manifest.outputs}
+    missing = [o.name for o in request.outputs if o.name not in declared]
+    if missing:
+        raise InvalidRequest(
+            f"requested output(s) {missing} do not exist; the model has {list(declared)}"
+        )
+    return [declared[o.name] for o in request.outputs]
+
+
+def _check_outputs(
+    model: str, version: str, manifest: Manifest, raw: dict[str, Any], batch_rows: int | None
+) -> None:
+    """A version whose output breaks its own signature has failed, whatever it returned."""
+    for spec in manifest.outputs:
+        problem = check_output(spec, raw.get(spec.name), batch_rows)
+        if problem is not None:
+            raise InferenceFailed(model, version, problem)
+
+
+def _batch_rows(manifest: Manifest, inputs: dict[str, Tensor]) -> int | None:
+    """The shared batch size when inputs have a variable first dimension."""
+    rows = {inputs[s.name].shape[0] for s in manifest.inputs if s.shape and s.shape[0] == -1}
+    if len(rows) > 1:
+        raise InvalidRequest(f"inputs disagree on the batch size: {sorted(rows)}")
+    return rows.pop() if rows else None

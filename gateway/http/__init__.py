@@ -1,0 +1,1 @@
+"""The HTTP edge: Litestar controllers that only translate between HTTP and the data plane."""

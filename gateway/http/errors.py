@@ -1,0 +1,87 @@
+"""The one table that maps domain errors to HTTP status codes and V2 error bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from gateway import errors
+from gateway.dataplane.codec import encode_json
+
+_log = structlog.get_logger("gateway.http")
+
+# Most specific first: the first matching class decides.
+STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], int], ...] = (
+    (errors.PayloadTooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
+    (errors.InvalidRequest, 400),
+    (errors.InvalidName, 400),
+    (errors.ModelNotFound, 404),
+    (errors.VersionNotFound, 404),
+    (errors.ModelNotReady, 503),
+    (errors.InferenceFailed, 502),
+    (errors.ManifestError, 500),
+)
+
+
+def status_for(exc: errors.GatewayError) -> int:
+    for error_class, status in STATUS_BY_ERROR:
+        if isinstance(exc, error_class):
+            return status
+    return 500
+
+
+def error_response(status: int, message: str) -> Response[bytes]:
+    return Response(
+        content=encode_json({"error": message}), status_code=status, media_type="application/json"
+    )
+
+
+def _count(request: Request[Any, Any, Any], status: int) -> None:
+    request.app.state.metrics.count_http_error(status)
+
+
+def handle_gateway_error(
+    request: Request[Any, Any, Any], exc: errors.GatewayError
+) -> Response[bytes]:
+    status = status_for(exc)
+    _count(request, status)
+    log = _log.error if status >= 500 else _log.info
+    log("request_failed", path=request.url.path, status=status, error=str(exc))
+    return error_response(status, str(exc))
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Litestar's own errors (no route, wrong method, body over the limit) in the V2 shape."""
+    status = exc.status_code
+    _count(request, status)
+    message = exc.detail
+    if status == 413:
+        message = (
+            f"request body is larger than the {request.app.state.max_body_bytes} bytes allowed"
+        )
+    elif status == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    _log.info("request_failed", path=request.url.path, status=status, error=message)
+    headers = getattr(exc, "headers", None)
+    response = error_response(status, message)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """A bug of ours: logged with its traceback, answered without internals."""
+    _count(request, 500)
+    _log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+    return error_response(500, "internal error; the gateway logged the details")
+
+
+EXCEPTION_HANDLERS = {
+    errors.GatewayError: handle_gateway_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,46 @@
+"""structlog set up once per process: JSON lines for machines, a console renderer on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal
+
+import msgspec
+import structlog
+
+LogFormat = Literal["auto", "json", "console"]
+
+_json_encoder = msgspec.json.Encoder()
+
+
+def _serialize(event: dict[str, Any], **_: Any) -> bytes:
+    return _json_encoder.encode(event)
+
+
+def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> None:
+    """Route structlog (and stdlib logging) to stdout in the chosen format."""
+    use_console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    level_number = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    if use_console:
+        processors = [*shared, structlog.dev.ConsoleRenderer()]
+        factory: Any = structlog.PrintLoggerFactory(sys.stdout)
+    else:
+        processors = [
+            *shared,
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(serializer=_serialize),
+        ]
+        factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level_number),
+        logger_factory=factory,
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=max(level_number, logging.WARNING), stream=sys.stderr, force=True)
