@@ -14,6 +14,12 @@ from gateway.observability.logging import LogFormat
 PREFIX = "GATEWAY_"
 
 
+def _decode_extra(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {kind.__name__} from {type(value).__name__}")
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything `create_app` needs. Each field reads from `GATEWAY_<FIELD>` in a mapping."""
 
@@ -39,7 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raw[field.name] = values[key]
         raw.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return msgspec.convert(raw, cls, strict=False)
+            return msgspec.convert(raw, cls, strict=False, dec_hook=_decode_extra)
         except msgspec.ValidationError as exc:
             raise ValueError(f"invalid setting: {exc}") from exc
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway.cli import models as models_commands
+from gateway.observability.logging import configure_logging
 from gateway.settings import PREFIX, Settings
 
 
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        # Commands print their results on stdout; their logs (warnings and up) go to stderr.
+        configure_logging("console", "warning", stream=sys.stderr)
     code: int = args.handler(args)
     return code
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import msgspec
 import structlog
@@ -18,9 +18,12 @@ def _serialize(event: dict[str, Any], **_: Any) -> bytes:
     return _json_encoder.encode(event)
 
 
-def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> None:
-    """Route structlog (and stdlib logging) to stdout in the chosen format."""
-    use_console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+def configure_logging(
+    log_format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Route structlog (and stdlib logging) to `stream` (stdout) in the chosen format."""
+    stream = stream or sys.stdout
+    use_console = log_format == "console" or (log_format == "auto" and stream.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -29,14 +32,14 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> No
     level_number = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     if use_console:
         processors = [*shared, structlog.dev.ConsoleRenderer()]
-        factory: Any = structlog.PrintLoggerFactory(sys.stdout)
+        factory: Any = structlog.PrintLoggerFactory(stream)
     else:
         processors = [
             *shared,
             structlog.processors.dict_tracebacks,
             structlog.processors.JSONRenderer(serializer=_serialize),
         ]
-        factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        factory = structlog.BytesLoggerFactory(stream.buffer)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level_number),

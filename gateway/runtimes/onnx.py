@@ -25,7 +25,7 @@ class OnnxRuntime:
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = self._options.intra_op_threads
         session_options.inter_op_num_threads = 1
-        session_options.log_severity_level = 3
+        session_options.log_severity_level = 4  # failures are logged by the gateway itself
         session = ort.InferenceSession(
             str(self._artifact), session_options, providers=["CPUExecutionProvider"]
         )

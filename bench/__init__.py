@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against a minimal baseline; see README.md."""

@@ -1,0 +1,239 @@
+"""Starting the benchmarked servers, waiting until they answer, and stopping them for sure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Server:
+    """One server under test: how to start it, and its process once started."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    cwd: Path
+    port: int
+    path: str  # the inference URL path
+    stdout: Path  # where its stdout goes (/dev/null is fine)
+    stderr: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _files: list[IO[bytes]] = field(default_factory=list, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}{self.path}"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.process.pid
+
+    def start(self) -> None:
+        if not port_is_free(self.port):
+            raise RuntimeError(f"{self.name}: port {self.port} on {HOST} is already in use")
+        out = self.stdout.open("ab")
+        err = self.stderr.open("ab")
+        self._files = [out, err]
+        # A session of its own: Ctrl-C in the terminal reaches the runner only, and stop()
+        # can signal the whole group (granian's main process and its worker).
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=self.cwd,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with {self.process.returncode}; stderr ends:\n"
+                + self.stderr_tail()
+            )
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.stderr.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_ready(self, body: bytes, timeout_s: float) -> dict[str, Any]:
+        """POST `body` until a 200 comes back (at most `timeout_s`); return the decoded answer."""
+        deadline = time.monotonic() + timeout_s
+        last_error = "no attempt"
+        for _ in range(int(timeout_s / 0.2) + 1):
+            self.check_alive()
+            try:
+                return post_json(self.url, body, timeout_s=5.0)
+            except (OSError, urllib.error.URLError, RuntimeError) as exc:
+                last_error = str(exc)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"{self.name} did not answer {self.url} within {timeout_s:.0f}s "
+            f"({last_error}); stderr ends:\n{self.stderr_tail()}"
+        )
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM the server's process group, SIGKILL it if still there after `timeout_s`."""
+        process, self.process = self.process, None
+        try:
+            if process is not None and process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    _signal_group(process.pid, signal.SIGKILL)
+                    process.wait(timeout=timeout_s)
+            if process is not None:
+                # Workers left behind by a main process that died first.
+                _signal_group(process.pid, signal.SIGKILL)
+        finally:
+            for handle in self._files:
+                handle.close()
+            self._files = []
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def post_json(url: str, body: bytes, timeout_s: float) -> dict[str, Any]:
+    request = urllib.request.Request(  # only ever http://127.0.0.1
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}")
+        answer: dict[str, Any] = msgspec.json.decode(response.read())
+        return answer
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def gateway_server(
+    *,
+    port: int,
+    models: Path,
+    env: Mapping[str, str],
+    extra_args: Sequence[str],
+    path: str,
+    stdout: Path,
+    stderr: Path,
+) -> Server:
+    """The gateway through its own CLI: `gateway serve --workers 1 --log-format json`."""
+    gateway = Path(sys.executable).with_name("gateway")
+    command = [
+        str(gateway),
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-format",
+        "json",
+    ]
+    # `gateway serve` runs in the models directory's parent. `--models` is given only when that
+    # directory is not the default `./models`: `gateway serve --models DIR` fails today with
+    # "invalid setting: Expected `Path`, got `str`" (Settings.from_mapping, msgspec.convert).
+    if models.name != "models":
+        command += ["--models", str(models)]
+    return Server(
+        name="gateway",
+        command=[*command, *extra_args],
+        env=dict(env),
+        cwd=models.parent,
+        port=port,
+        path=path,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+def minimal_server(
+    *,
+    port: int,
+    model_file: Path,
+    model_name: str,
+    model_version: str,
+    env: Mapping[str, str],
+    path: str,
+    stdout: Path,
+    stderr: Path,
+) -> Server:
+    """bench/minimal_app.py under granian's CLI, one worker, ASGI, factory."""
+    repo_root = Path(__file__).resolve().parent.parent
+    command = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "--workers",
+        "1",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "info",
+        "--working-dir",
+        str(repo_root),
+        "bench.minimal_app:create_app",
+    ]
+    return Server(
+        name="minimal",
+        command=command,
+        env={
+            "MINIMAL_MODEL_PATH": str(model_file),
+            "MINIMAL_MODEL_NAME": model_name,
+            "MINIMAL_MODEL_VERSION": model_version,
+            **env,
+        },
+        cwd=repo_root,
+        port=port,
+        path=path,
+        stdout=stdout,
+        stderr=stderr,
+    )

@@ -1,0 +1,326 @@
+"""The embedded store: one SQLite file that several worker processes on one machine share.
+
+WAL mode lets readers run beside the one writer; the busy timeout makes a second writer wait for
+the first instead of failing; `BEGIN IMMEDIATE` takes the write lock before `put_flag` reads the
+version, so two processes can never both pass the same version check. The audit table refuses
+UPDATE and DELETE by trigger, so the log stays append-only even against hand-written SQL.
+
+Every method calls the blocking `sqlite3` API inline on the event loop. That is deliberate: these
+are admin-path operations (flag writes, audit reads, a cheap counter poll), never the request
+path, and each transaction is a few statements long. The worst case is a write waiting up to
+`busy_timeout_s` for another process's transaction; move to a thread if that ever matters.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import structlog
+
+from gateway.state.errors import StoreUnavailable, VersionConflict
+from gateway.state.store import AuditEntry, DiffFn, FlagRecord, whole_value_diff
+
+_log = structlog.get_logger("gateway.state")
+
+SCHEMA_VERSION = 1
+MAX_AUDIT_LIMIT = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS flags (
+    key TEXT PRIMARY KEY,
+    flag TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    version_before INTEGER,
+    version_after INTEGER,
+    diff TEXT NOT NULL,
+    evidence TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_by_model ON audit (model, id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('flag_changes', 0);
+"""
+
+_FLAG_COLUMNS = "key, flag, version, updated_at, updated_by"
+_AUDIT_COLUMNS = (
+    "id, at, actor, action, key, model, reason, version_before, version_after, diff, evidence"
+)
+
+# Sorted keys make the encoding canonical, so "same flag" is a byte comparison.
+_encode = msgspec.json.Encoder(order="sorted").encode
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_diff = msgspec.json.Decoder(list[dict[str, Any]]).decode
+_decode_evidence = msgspec.json.Decoder(dict[str, Any] | None).decode
+
+
+def _text(value: Any) -> str:
+    return _encode(value).decode("utf-8")
+
+
+class SQLiteStore:
+    """`Store` over one SQLite file, created with its schema on first open."""
+
+    def __init__(
+        self,
+        path: Path,
+        diff: DiffFn = whole_value_diff,
+        *,
+        busy_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self._diff = diff
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; each one below is explicit.
+            # check_same_thread=False: the lock serialises use, whichever thread calls.
+            self._db = sqlite3.connect(
+                path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"cannot open the state file {path}: {exc}") from exc
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            self._closed = True
+            raise
+
+    def _open(self) -> None:
+        with self._guard():
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                _log.warning("sqlite_wal_unavailable", path=str(self.path), journal_mode=mode)
+        with self._transaction("IMMEDIATE") as db:
+            found = db.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"the state file {self.path} has schema version {found}, newer than this "
+                    f"gateway's {SCHEMA_VERSION}"
+                )
+            for statement in _statements(_SCHEMA):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _guard(self) -> Iterator[sqlite3.Connection]:
+        """Hold the connection alone; turn SQLite's operational failures into `StoreUnavailable`."""
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"the store on {self.path} is closed")
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                if isinstance(
+                    exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError
+                ):
+                    raise
+                raise StoreUnavailable(f"state file {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(
+        self, kind: Literal["DEFERRED", "IMMEDIATE"] = "DEFERRED"
+    ) -> Iterator[sqlite3.Connection]:
+        """One short transaction: committed when the block ends, rolled back when it raises."""
+        with self._guard() as db:
+            db.execute(f"BEGIN {kind}")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+                    db.execute("ROLLBACK")
+                raise
+
+    async def get_flag(self, key: str) -> FlagRecord | None:
+        with self._guard() as db:
+            row = db.execute(f"SELECT {_FLAG_COLUMNS} FROM flags WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _flag_record(row)
+
+    async def list_flags(self) -> list[FlagRecord]:
+        with self._guard() as db:
+            rows = db.execute(f"SELECT {_FLAG_COLUMNS} FROM flags ORDER BY key").fetchall()
+        return [_flag_record(row) for row in rows]
+
+    async def put_flag(
+        self,
+        key: str,
+        flag: dict[str, Any],
+        *,
+        expected_version: int | None,
+        actor: str,
+        action: str,
+        reason: str,
+        model: str,
+        evidence: dict[str, Any] | None = None,
+    ) -> FlagRecord:
+        flag_text = _text(flag)
+        after = _decode_object(flag_text)  # the stored form, as every later read returns it
+        evidence_text = None if evidence is None else _text(evidence)
+        with self._transaction("IMMEDIATE") as db:
+            row = db.execute(f"SELECT {_FLAG_COLUMNS} FROM flags WHERE key = ?", (key,)).fetchone()
+            current = None if row is None else _flag_record(row)
+            actual = 0 if current is None else current.version
+            if expected_version is not None and expected_version != actual:
+                raise VersionConflict(key, expected_version, actual)
+            if current is not None and _text(current.flag) == flag_text:
+                return current
+            before = None if current is None else current.flag
+            diff_text = _text(self._diff(before, after))
+            record = FlagRecord(
+                key=key, flag=after, version=actual + 1, updated_at=self._clock(), updated_by=actor
+            )
+            db.execute(
+                f"INSERT INTO flags ({_FLAG_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET flag = excluded.flag, version = excluded.version, "
+                "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                (key, flag_text, record.version, record.updated_at, actor),
+            )
+            db.execute(
+                "INSERT INTO audit (at, actor, action, key, model, reason, version_before, "
+                "version_after, diff, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.updated_at,
+                    actor,
+                    action,
+                    key,
+                    model,
+                    reason,
+                    None if current is None else actual,
+                    record.version,
+                    diff_text,
+                    evidence_text,
+                ),
+            )
+            db.execute("UPDATE meta SET value = value + 1 WHERE name = 'flag_changes'")
+        return record
+
+    async def audit(self, *, model: str | None = None, limit: int = 50) -> list[AuditEntry]:
+        if not 1 <= limit <= MAX_AUDIT_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_AUDIT_LIMIT}, not {limit}")
+        query = f"SELECT {_AUDIT_COLUMNS} FROM audit"
+        params: tuple[Any, ...] = (limit,)
+        if model is not None:
+            query += " WHERE model = ?"
+            params = (model, limit)
+        with self._guard() as db:
+            rows = db.execute(f"{query} ORDER BY id DESC LIMIT ?", params).fetchall()
+        return [_audit_entry(row) for row in rows]
+
+    async def append_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        key: str,
+        model: str,
+        reason: str,
+        diff: list[dict[str, Any]] | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        diff_text = _text([] if diff is None else diff)
+        evidence_text = None if evidence is None else _text(evidence)
+        at = self._clock()
+        with self._transaction("IMMEDIATE") as db:
+            cursor = db.execute(
+                "INSERT INTO audit (at, actor, action, key, model, reason, version_before, "
+                "version_after, diff, evidence) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                (at, actor, action, key, model, reason, diff_text, evidence_text),
+            )
+            entry_id = cursor.lastrowid
+        assert entry_id is not None  # an INSERT into a rowid table always sets it
+        return AuditEntry(
+            id=entry_id,
+            at=at,
+            actor=actor,
+            action=action,
+            key=key,
+            model=model,
+            reason=reason,
+            version_before=None,
+            version_after=None,
+            diff=_decode_diff(diff_text),
+            evidence=_decode_evidence(evidence_text) if evidence_text is not None else None,
+        )
+
+    async def change_counter(self) -> int:
+        with self._guard() as db:
+            row = db.execute("SELECT value FROM meta WHERE name = 'flag_changes'").fetchone()
+        return int(row[0])
+
+    async def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a schema script into complete statements (trigger bodies hold inner semicolons)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement: {pending.strip()!r}")
+
+
+def _flag_record(row: tuple[Any, ...]) -> FlagRecord:
+    key, flag, version, updated_at, updated_by = row
+    return FlagRecord(
+        key=key,
+        flag=_decode_object(flag),
+        version=version,
+        updated_at=updated_at,
+        updated_by=updated_by,
+    )
+
+
+def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
+    entry_id, at, actor, action, key, model, reason, before, after, diff, evidence = row
+    return AuditEntry(
+        id=entry_id,
+        at=at,
+        actor=actor,
+        action=action,
+        key=key,
+        model=model,
+        reason=reason,
+        version_before=before,
+        version_after=after,
+        diff=_decode_diff(diff),
+        evidence=None if evidence is None else _decode_evidence(evidence),
+    )

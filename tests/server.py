@@ -1,0 +1,72 @@
+"""Start the real gateway as a subprocess on a free port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def running_gateway(
+    models_dir: Path, log: Path, env: Mapping[str, str] | None = None, *extra: str
+) -> Iterator[RunningServer]:
+    """`gateway serve` on a free port until the block ends; fails loudly if it never gets ready."""
+    port = free_port()
+    command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
+    command += ["--models", str(models_dir), "--log-format", "json", *extra]
+    with log.open("wb") as log_stream:
+        process = subprocess.Popen(
+            command, stdout=log_stream, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        server = RunningServer(process, port, log)
+        try:
+            _wait_ready(server)
+            yield server
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(server: RunningServer, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"gateway exited early:\n{server.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"gateway not ready after {timeout_s}s:\n{server.log.read_text()[-3000:]}")
