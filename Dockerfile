@@ -5,8 +5,9 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu . \
-    && pip cache purge || true
+# Point this at a CPU-only torch wheel index to keep the image small.
+ARG PIP_EXTRA_INDEX_URL=""
+RUN PIP_EXTRA_INDEX_URL="$PIP_EXTRA_INDEX_URL" pip install --no-cache-dir .
 COPY models ./models
 COPY flags ./flags
 RUN gateway models --models models build-demo
