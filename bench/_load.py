@@ -74,11 +74,18 @@ class LoadResult:
     server_cpu_s: float
     client_cpu_s: float
     host_busy: float  # share of all cores' time not idle during the run, 0..1
+    host_busy_s: float  # CPU seconds the whole machine was busy (all processes, all cores)
     wall_s: float
 
     @property
     def requests_per_s(self) -> float:
         return self.wrk.requests / (self.wrk.duration_us / 1e6)
+
+    @property
+    def other_cpus(self) -> float:
+        """Cores' worth of CPU used by processes other than the server and wrk: noise."""
+        other = self.host_busy_s - self.server_cpu_s - self.client_cpu_s
+        return max(other, 0.0) / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
     def server_cpu_us_per_request(self) -> float:
@@ -136,8 +143,9 @@ def run_wrk(
     if completed.returncode != 0:
         raise RuntimeError(f"wrk exited {completed.returncode}: {completed.stderr.strip()}")
     summary = _parse(completed.stdout)
+    busy_ticks = (host_after[0] - host_before[0]) - (host_after[1] - host_before[1])
     busy = _busy_share(host_before, host_after)
-    return LoadResult(summary, server_cpu, client_cpu, busy, wall)
+    return LoadResult(summary, server_cpu, client_cpu, busy, busy_ticks / _CLOCK_TICKS, wall)
 
 
 def _parse(stdout: str) -> WrkSummary:

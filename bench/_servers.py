@@ -19,6 +19,7 @@ from typing import IO, Any
 import msgspec
 
 HOST = "127.0.0.1"
+MINIMAL_TARGET = "bench.minimal_app:create_app"
 
 
 @dataclass
@@ -199,9 +200,12 @@ def minimal_server(
     path: str,
     stdout: Path,
     stderr: Path,
+    target: str = MINIMAL_TARGET,
+    working_dir: Path | None = None,
 ) -> Server:
-    """bench/minimal_app.py under granian's CLI, one worker, ASGI, factory."""
+    """bench/minimal_app.py (or another factory) under granian's CLI: 1 worker, ASGI, factory."""
     repo_root = Path(__file__).resolve().parent.parent
+    working_dir = working_dir or repo_root
     command = [
         sys.executable,
         "-m",
@@ -219,8 +223,8 @@ def minimal_server(
         "--log-level",
         "info",
         "--working-dir",
-        str(repo_root),
-        "bench.minimal_app:create_app",
+        str(working_dir),
+        target,
     ]
     return Server(
         name="minimal",
@@ -231,7 +235,7 @@ def minimal_server(
             "MINIMAL_MODEL_VERSION": model_version,
             **env,
         },
-        cwd=repo_root,
+        cwd=working_dir,
         port=port,
         path=path,
         stdout=stdout,

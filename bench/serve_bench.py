@@ -35,7 +35,13 @@ import msgspec
 import numpy as np
 
 from bench._load import WRK, LoadResult, run_wrk, write_lua_script
-from bench._servers import Server, free_port, gateway_server, minimal_server
+from bench._servers import (
+    MINIMAL_TARGET,
+    Server,
+    free_port,
+    gateway_server,
+    minimal_server,
+)
 
 GATEWAY, MINIMAL = "gateway", "minimal"
 MAX_ROUNDS = 50
@@ -64,6 +70,7 @@ class Run:
             "server_cpu_us_per_request": r.server_cpu_us_per_request,
             "wrk_cpu_us_per_request": r.client_cpu_us_per_request,
             "host_busy": r.host_busy,
+            "other_cpus": r.other_cpus,
             "errors": r.wrk.errors,
             "status_errors": r.wrk.status_errors,
         }
@@ -109,6 +116,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--minimal-env", action="append", default=[], metavar="KEY=VALUE", help="(repeatable)"
+    )
+    parser.add_argument(
+        "--minimal-target",
+        default=MINIMAL_TARGET,
+        help=f"granian factory of the baseline (default {MINIMAL_TARGET})",
+    )
+    parser.add_argument(
+        "--minimal-working-dir",
+        type=Path,
+        help="granian --working-dir for --minimal-target (default: the repository root)",
     )
     parser.add_argument(
         "--gateway-stdout",
@@ -225,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model_name=args.model,
                 model_version=version,
                 env=args.minimal_env,
+                target=args.minimal_target,
+                working_dir=args.minimal_working_dir,
                 path=infer_path,
                 stdout=scratch / "minimal.out",
                 stderr=scratch / "minimal.err",
@@ -303,7 +322,8 @@ def _print_run(run: Run) -> None:
     print(
         f"  round {run.round} {run.server:8} {r.requests_per_s:8.0f} req/s  "
         f"p50 {r.wrk.p50_us / 1000:6.2f} ms  p99 {r.wrk.p99_us / 1000:6.2f} ms  "
-        f"cpu {r.server_cpu_us_per_request:6.1f} µs/req  host busy {r.host_busy:4.0%}",
+        f"cpu {r.server_cpu_us_per_request:6.1f} µs/req  host busy {r.host_busy:4.0%}  "
+        f"others {r.other_cpus:4.2f} cores",
         flush=True,
     )
 
@@ -319,7 +339,7 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
     medians = {
         server: {
             metric: statistics.median(r[metric] for r in rows) if rows else None
-            for metric in (*_METRICS, "wrk_cpu_us_per_request", "host_busy")
+            for metric in (*_METRICS, "wrk_cpu_us_per_request", "host_busy", "other_cpus")
         }
         for server, rows in by_server.items()
     }
@@ -339,7 +359,7 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
 def print_report(runs: list[Run], summary: dict[str, Any]) -> None:
     header = (
         f"{'round':>5}  {'server':8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'cpu µs/req':>10} {'busy':>5} {'errors':>6}"
+        f"{'cpu µs/req':>10} {'wrk µs/req':>10} {'busy':>5} {'others':>6} {'errors':>6}"
     )
     print()
     print(header)
@@ -349,7 +369,8 @@ def print_report(runs: list[Run], summary: dict[str, Any]) -> None:
         print(
             f"{run.round:>5}  {run.server:8} {r.requests_per_s:8.0f} {r.wrk.p50_us / 1000:7.2f} "
             f"{r.wrk.p99_us / 1000:7.2f} {r.server_cpu_us_per_request:10.1f} "
-            f"{r.host_busy:5.0%} {r.wrk.errors:6d}"
+            f"{r.client_cpu_us_per_request:10.1f} {r.host_busy:5.0%} {r.other_cpus:6.2f} "
+            f"{r.wrk.errors:6d}"
         )
     print("-" * len(header))
     for server, medians in summary["median"].items():
@@ -358,7 +379,8 @@ def print_report(runs: list[Run], summary: dict[str, Any]) -> None:
         print(
             f"{'med':>5}  {server:8} {medians['requests_per_s']:8.0f} {medians['p50_ms']:7.2f} "
             f"{medians['p99_ms']:7.2f} {medians['server_cpu_us_per_request']:10.1f} "
-            f"{medians['host_busy']:5.0%}"
+            f"{medians['wrk_cpu_us_per_request']:10.1f} {medians['host_busy']:5.0%} "
+            f"{medians['other_cpus']:6.2f}"
         )
     ratios = summary["ratio_gateway_over_minimal"]
     print()
@@ -412,6 +434,7 @@ def environment(
         "gateway_env": args.gateway_env,
         "gateway_args": args.gateway_arg,
         "minimal_env": args.minimal_env,
+        "minimal_target": args.minimal_target,
         "gateway_stdout": str(args.gateway_stdout),
         "elapsed_s": round(elapsed_s, 1),
         "load_average": os.getloadavg(),

@@ -10,15 +10,25 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from gateway.control import ReleaseControl
 from gateway.dataplane import DataPlane
+from gateway.flags.diff import json_diff
+from gateway.flags.router import RouteError, Router
+from gateway.flags.versions import registry_versions
+from gateway.http.admin import AuditController, FlagsController, ReleasesController
 from gateway.http.errors import EXCEPTION_HANDLERS
 from gateway.http.inference import InferenceController
 from gateway.http.metadata import HealthController, MetadataController
+from gateway.http.ofrep import OfrepController
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry, VersionState
 from gateway.runtimes import RuntimeOptions
+from gateway.security import load_token_table
 from gateway.settings import Settings
+from gateway.state import SQLiteStore, Store
+
+_log = structlog.get_logger("gateway")
 
 
 def _constant(value: Any) -> Provide:
@@ -33,8 +43,9 @@ def create_app(
     *,
     registry: ModelRegistry | None = None,
     metrics: GatewayMetrics | None = None,
+    store: Store | None = None,
 ) -> Litestar:
-    """Load the model repository and build the ASGI app around it."""
+    """Load the model repository, open the store, and build the ASGI app around them."""
     from gateway import __version__
 
     metrics = metrics or GatewayMetrics()
@@ -47,29 +58,74 @@ def create_app(
             metrics.set_version_ready(
                 entry.name, loaded.version, loaded.state is VersionState.READY
             )
+    tokens = load_token_table(settings.admin_tokens, settings.admin_tokens_file)
+    known_versions = registry_versions(registry)
+
+    def on_route_error(error: RouteError) -> None:
+        metrics.count_flag_error(error.model)
+        _log.error(
+            "flag_evaluation_failed",
+            model=error.model,
+            flag=error.flag_key,
+            error_code=error.error_code,
+            error=error.message,
+        )
+
+    router = Router(
+        known_versions,
+        lambda model: registry.model(model).default_version,
+        on_error=on_route_error,
+    )
+    control = ReleaseControl(
+        store or SQLiteStore(settings.state_path, diff=json_diff),
+        router,
+        known_versions,
+        metrics,
+        flags_dir=settings.flags_dir,
+        poll_interval_s=settings.flag_poll_interval_s,
+    )
     dataplane = DataPlane(registry, settings.limits, metrics)
     access_log = AccessLog(settings.access_log_sample)
 
-    def on_startup() -> None:
-        structlog.get_logger("gateway").info(
+    async def on_startup() -> None:
+        await control.start()
+        _log.info(
             "gateway_started",
             models={entry.name: entry.sorted_versions() for entry in registry},
+            releases=sorted(router.releases),
             ready=registry.is_ready(),
+            admin_tokens=len(tokens),
         )
 
+    async def on_shutdown() -> None:
+        await control.stop()
+        registry.unload()
+
     return Litestar(
-        route_handlers=[InferenceController, MetadataController, HealthController],
+        route_handlers=[
+            InferenceController,
+            MetadataController,
+            HealthController,
+            FlagsController,
+            ReleasesController,
+            AuditController,
+            OfrepController,
+        ],
         dependencies={
             "dataplane": _constant(dataplane),
             "registry": _constant(registry),
             "metrics": _constant(metrics),
             "access_log": _constant(access_log),
+            "router": _constant(router),
+            "control": _constant(control),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
-        state=State({"metrics": metrics, "max_body_bytes": settings.max_body_bytes}),
+        state=State(
+            {"metrics": metrics, "max_body_bytes": settings.max_body_bytes, "tokens": tokens}
+        ),
         on_startup=[on_startup],
-        on_shutdown=[registry.unload],
+        on_shutdown=[on_shutdown],
         openapi_config=OpenAPIConfig(title="Release Gateway", version=__version__, path="/schema"),
         debug=False,
     )

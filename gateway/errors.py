@@ -51,3 +51,11 @@ class InferenceFailed(GatewayError):
         self.model = model
         self.version = version
         self.detail = detail
+
+
+class FlagNotFound(GatewayError):
+    """No flag by that key is stored."""
+
+
+class ReleaseNotFound(GatewayError):
+    """No release flag names that model."""

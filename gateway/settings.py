@@ -24,6 +24,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything `create_app` needs. Each field reads from `GATEWAY_<FIELD>` in a mapping."""
 
     models_dir: Path = Path("models")
+    flags_dir: Path = Path("flags")
+    # The embedded store: one SQLite file, shared by the worker processes of one machine.
+    state_path: Path = Path("var/state.db")
+    # Admin tokens as `name:role:token` entries (comma separated) and/or a JSON file of them.
+    admin_tokens: str = ""
+    admin_tokens_file: Path | None = None
+    # How often a worker checks the store for flag changes made by another worker.
+    flag_poll_interval_s: float = 0.5
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

@@ -6,13 +6,27 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
+import structlog
 from litestar.testing import TestClient
 
 from gateway import Settings, create_app
 from gateway.demo.digits import build_demo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MANAGER_TOKEN = "manager-token-0123456789abcdef"
+VIEWER_TOKEN = "viewer-token-0123456789abcdef"
+MANAGER = {"authorization": f"Bearer {MANAGER_TOKEN}"}
+VIEWER = {"authorization": f"Bearer {VIEWER_TOKEN}"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each test starts and ends with structlog's defaults (a CLI test may reconfigure it)."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +46,35 @@ def copy_repository(source: Path, target: Path) -> Path:
 
 
 @pytest.fixture
-def settings(demo_models: Path) -> Settings:
-    return Settings(models_dir=demo_models, log_format="json", max_body_bytes=1024 * 1024)
+def settings(demo_models: Path, tmp_path: Path) -> Settings:
+    """Settings over the demo models with no release flags: unpinned requests get the default."""
+    (tmp_path / "no-flags").mkdir()
+    return Settings(
+        models_dir=demo_models,
+        flags_dir=tmp_path / "no-flags",
+        state_path=tmp_path / "state.db",
+        log_format="json",
+        max_body_bytes=1024 * 1024,
+        admin_tokens=f"ada:release-manager:{MANAGER_TOKEN},vic:viewer:{VIEWER_TOKEN}",
+    )
+
+
+@pytest.fixture
+def flags_dir(tmp_path: Path) -> Path:
+    """A private copy of the repository's `flags/` that a test may edit."""
+    return Path(shutil.copytree(REPO_ROOT / "flags", tmp_path / "flags"))
+
+
+@pytest.fixture
+def release_settings(settings: Settings, flags_dir: Path) -> Settings:
+    """Settings with the demo release flags in force."""
+    return msgspec.structs.replace(settings, flags_dir=flags_dir)
+
+
+@pytest.fixture
+def release_client(release_settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    with TestClient(app=create_app(release_settings)) as test_client:
+        yield test_client
 
 
 @pytest.fixture

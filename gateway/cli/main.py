@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 
+from gateway.cli import admin as admin_commands
 from gateway.cli import models as models_commands
+from gateway.cli.client import DEFAULT_TOKEN_FILE
 from gateway.observability.logging import configure_logging
 from gateway.settings import PREFIX, Settings
 
@@ -32,6 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
     environ = {
         PREFIX + name.upper(): str(value) for name, value in overrides.items() if value is not None
     }
+    if not settings.admin_tokens and settings.admin_tokens_file is None:
+        environ[PREFIX + "ADMIN_TOKENS"] = "local:release-manager:" + _local_token()
     print(
         f"Release Gateway on http://{settings.host}:{settings.port} "
         f"(models: {settings.models_dir}, workers: {settings.workers})",
@@ -39,6 +44,25 @@ def _serve(args: argparse.Namespace) -> int:
     )
     serve(settings, environ)
     return 0
+
+
+def _local_token() -> str:
+    """A release-manager token for the local user, kept in a 0600 file across restarts.
+
+    Admin is never open without a token; this one is only printed as a path, never logged.
+    """
+    path = DEFAULT_TOKEN_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    print(
+        f"No admin token configured: generated a release-manager token in {path}.\n"
+        f"  The gateway CLI reads it from there; for curl: "
+        f'-H "Authorization: Bearer $(cat {path})"',
+        file=sys.stderr,
+    )
+    return path.read_text().strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     models_commands.add_parser(commands)
+    admin_commands.add_parsers(commands)
     return parser
 
 
@@ -65,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "serve":
         # Commands print their results on stdout; their logs (warnings and up) go to stderr.
-        configure_logging("console", "warning", stream=sys.stderr)
+        configure_logging("console", "warning", stream=sys.stderr, cache=False)
     code: int = args.handler(args)
     return code
 

@@ -53,6 +53,8 @@ class DataPlane:
         version: str | None,
         request: InferenceRequest,
         binary_inputs: dict[str, bytes] | None = None,
+        *,
+        variant: str = "",
     ) -> Prediction:
         """Serve `request` from `version` (the model's default when None), counting the outcome."""
         started = time.perf_counter()
@@ -77,7 +79,7 @@ class DataPlane:
             outcome = "ok"
             return Prediction(model, loaded.version, [(s, raw[s.name]) for s in wanted], latency)
         finally:
-            self._metrics.observe_request(model, loaded.version, outcome, latency)
+            self._metrics.observe_request(model, loaded.version, outcome, latency, variant)
 
     def _decode_inputs(
         self, manifest: Manifest, given: list[RequestInput], binary: dict[str, bytes]

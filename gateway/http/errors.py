@@ -10,6 +10,9 @@ from litestar.exceptions import HTTPException
 
 from gateway import errors
 from gateway.dataplane.codec import encode_json
+from gateway.flags.errors import CohortExists, CohortNotFound, InvalidFlag, InvalidOperation
+from gateway.security.tokens import TokenConfigError
+from gateway.state.errors import StoreUnavailable, VersionConflict
 
 _log = structlog.get_logger("gateway.http")
 
@@ -19,6 +22,15 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], int], ...] = (
     (errors.UnsupportedMediaType, 415),
     (errors.InvalidRequest, 400),
     (errors.InvalidName, 400),
+    (VersionConflict, 412),
+    (CohortNotFound, 404),
+    (CohortExists, 409),
+    (InvalidFlag, 400),
+    (InvalidOperation, 400),
+    (StoreUnavailable, 503),
+    (TokenConfigError, 500),
+    (errors.FlagNotFound, 404),
+    (errors.ReleaseNotFound, 404),
     (errors.ModelNotFound, 404),
     (errors.VersionNotFound, 404),
     (errors.ModelNotReady, 503),

@@ -20,6 +20,8 @@ from gateway.dataplane.codec import (
 )
 from gateway.dataplane.v2 import V1PredictRequest
 from gateway.errors import InvalidRequest, VersionNotFound
+from gateway.flags.router import RouteDecision, Router
+from gateway.http.context import CONTEXT_HEADER_PREFIX, attributes, targeting_key
 from gateway.observability.access import AccessLog
 
 _v1_decoder = msgspec.json.Decoder(V1PredictRequest)
@@ -42,8 +44,9 @@ class InferenceController(Controller):
         model: FromPath[str],
         dataplane: NamedDependency[DataPlane],
         access_log: NamedDependency[AccessLog],
+        router: NamedDependency[Router],
     ) -> Response[bytes]:
-        return await _infer(request, model, None, dataplane, access_log)
+        return await _infer(request, model, None, dataplane, access_log, router)
 
     @post(
         "/v2/models/{model:str}/versions/{version:str}/infer",
@@ -57,8 +60,9 @@ class InferenceController(Controller):
         version: FromPath[str],
         dataplane: NamedDependency[DataPlane],
         access_log: NamedDependency[AccessLog],
+        router: NamedDependency[Router],
     ) -> Response[bytes]:
-        return await _infer(request, model, version, dataplane, access_log)
+        return await _infer(request, model, version, dataplane, access_log, router)
 
     @post(
         "/v1/models/{target:str}",
@@ -71,6 +75,7 @@ class InferenceController(Controller):
         target: FromPath[str],
         dataplane: NamedDependency[DataPlane],
         access_log: NamedDependency[AccessLog],
+        router: NamedDependency[Router],
     ) -> Response[bytes]:
         model, _, verb = target.rpartition(":")
         if verb != "predict" or not model:
@@ -78,7 +83,8 @@ class InferenceController(Controller):
         check_content_type(request.headers.get("content-type"))
         v1 = _decode_v1(await request.body())
         request_id = new_request_id()
-        manifest, _ = dataplane.registry.version(model).ready_runtime()
+        decision = route_request(router, model, request.headers, None, request_id)
+        manifest, _ = dataplane.registry.version(model, decision.serve).ready_runtime()
         if len(manifest.inputs) != 1:
             raise InvalidRequest("V1 :predict serves single-input models; use the V2 endpoint")
         spec = manifest.inputs[0]
@@ -89,7 +95,8 @@ class InferenceController(Controller):
                 )
             ]
         )
-        prediction = dataplane.infer(model, None, v2)
+        variant = decision.variant or ""
+        prediction = dataplane.infer(model, decision.serve, v2, variant=variant)
         access_log.served(
             request_id=request_id,
             model=model,
@@ -111,19 +118,24 @@ class InferenceController(Controller):
 
 async def _infer(
     request: Request[Any, Any, Any],
-    model: FromPath[str],
+    model: str,
     version: str | None,
-    dataplane: NamedDependency[DataPlane],
-    access_log: NamedDependency[AccessLog],
+    dataplane: DataPlane,
+    access_log: AccessLog,
+    router: Router,
 ) -> Response[bytes]:
     headers = request.headers
     check_content_type(headers.get("content-type"))
     decoded = decode_request(await request.body(), headers.get(HEADER_LENGTH))
     v2 = decoded.request
     request_id = v2.id or new_request_id()
+    variant = reason = ""
+    if version is None:
+        decision = route_request(router, model, headers, v2.parameters, request_id)
+        version, variant, reason = decision.serve, decision.variant or "", decision.reason
     tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        prediction = dataplane.infer(model, version, v2, decoded.binary_inputs)
+        prediction = dataplane.infer(model, version, v2, decoded.binary_inputs, variant=variant)
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
     access_log.served(
@@ -131,15 +143,40 @@ async def _infer(
         model=model,
         version=prediction.version,
         latency_s=prediction.latency_s,
+        variant=variant,
+        reason=reason,
     )
     body, json_length = encode_response(
         model, prediction.version, request_id, prediction.outputs, wants_binary(v2)
     )
     response_headers = {"x-model-version": prediction.version}
+    if reason:
+        response_headers["x-route-variant"] = variant
+        response_headers["x-route-reason"] = reason
     if json_length is None:
         return Response(body, media_type="application/json", headers=response_headers)
     response_headers["inference-header-content-length"] = str(json_length)
     return Response(body, media_type="application/octet-stream", headers=response_headers)
+
+
+def route_request(
+    router: Router,
+    model: str,
+    headers: Any,
+    parameters: dict[str, Any] | None,
+    request_id: str,
+) -> RouteDecision:
+    """Evaluate the model's release flag once for this request's context."""
+    key = targeting_key(headers, parameters)
+    context = attributes(headers.items() if _has_context(headers) else [], parameters)
+    if key is None:
+        # The request id is not sticky: evaluate, but keep it out of the repeat-user cache.
+        return router.route(model, request_id, context, cacheable=False)
+    return router.route(model, key, context)
+
+
+def _has_context(headers: Any) -> bool:
+    return any(name.startswith(CONTEXT_HEADER_PREFIX) for name in headers.keys())  # noqa: SIM118
 
 
 def _decode_v1(body: bytes) -> V1PredictRequest:

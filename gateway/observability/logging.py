@@ -19,9 +19,17 @@ def _serialize(event: dict[str, Any], **_: Any) -> bytes:
 
 
 def configure_logging(
-    log_format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
+    log_format: LogFormat = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    cache: bool = True,
 ) -> None:
-    """Route structlog (and stdlib logging) to `stream` (stdout) in the chosen format."""
+    """Route structlog (and stdlib logging) to `stream` (stdout) in the chosen format.
+
+    `cache` binds each logger once on first use (fast, for a server process); a short-lived
+    command passes False so its configuration never outlives it in loggers already bound.
+    """
     stream = stream or sys.stdout
     use_console = log_format == "console" or (log_format == "auto" and stream.isatty())
     shared: list[Any] = [
@@ -44,6 +52,6 @@ def configure_logging(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level_number),
         logger_factory=factory,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     logging.basicConfig(level=max(level_number, logging.WARNING), stream=sys.stderr, force=True)

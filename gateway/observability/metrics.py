@@ -53,6 +53,18 @@ class GatewayMetrics:
             ["status"],
             registry=self.registry,
         )
+        self._flag_version = Gauge(
+            "gateway_flag_version",
+            "The version of each release flag in force in this process.",
+            ["flag"],
+            registry=self.registry,
+        )
+        self._flag_errors = Counter(
+            "gateway_flag_evaluation_errors",
+            "Requests whose release flag could not be evaluated (served by the baseline).",
+            ["model"],
+            registry=self.registry,
+        )
         # Label lookups cost more than the increment itself; children are cached per label set.
         self._request_children: dict[tuple[str, str, str, str], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
@@ -75,6 +87,12 @@ class GatewayMetrics:
 
     def set_version_ready(self, model: str, version: str, ready: bool) -> None:
         self._version_ready.labels(model, version).set(1 if ready else 0)
+
+    def set_flag_version(self, flag: str, version: int) -> None:
+        self._flag_version.labels(flag).set(version)
+
+    def count_flag_error(self, model: str) -> None:
+        self._flag_errors.labels(model).inc()
 
     def count_http_error(self, status: int) -> None:
         self._http_errors.labels(str(status)).inc()

@@ -12,7 +12,14 @@ from gateway.state.errors import (
     StoreUnavailable,
     VersionConflict,
 )
-from gateway.state.files import FlagFileDoc, FlagFileWatcher, parse_flag_file, read_flag_files
+from gateway.state.files import (
+    FlagFileDoc,
+    FlagFileWatcher,
+    OnFlagFileChange,
+    parse_flag_document,
+    parse_flag_file,
+    read_flag_files,
+)
 from gateway.state.sqlite import SQLiteStore
 from gateway.state.store import AuditEntry, DiffFn, FlagRecord, Store, whole_value_diff
 
@@ -25,11 +32,13 @@ __all__ = [
     "FlagFileWatcher",
     "FlagFilesInvalid",
     "FlagRecord",
+    "OnFlagFileChange",
     "SQLiteStore",
     "Store",
     "StoreError",
     "StoreUnavailable",
     "VersionConflict",
+    "parse_flag_document",
     "parse_flag_file",
     "read_flag_files",
     "whole_value_diff",

@@ -61,7 +61,9 @@ class FlagFilesInvalid(GatewayError):
     `errors` maps each bad file's name to its error; `docs` holds the files that were valid.
     """
 
-    def __init__(self, errors: Mapping[str, FlagFileError], docs: Mapping[str, FlagFileDoc]) -> None:
+    def __init__(
+        self, errors: Mapping[str, FlagFileError], docs: Mapping[str, FlagFileDoc]
+    ) -> None:
         listing = "; ".join(str(error) for error in errors.values())
         super().__init__(f"{len(errors)} invalid flag file(s): {listing}")
         self.errors = dict(errors)

@@ -69,9 +69,25 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('flag_changes', 0);
 """
 
-_FLAG_COLUMNS = "key, flag, version, updated_at, updated_by"
-_AUDIT_COLUMNS = (
-    "id, at, actor, action, key, model, reason, version_before, version_after, diff, evidence"
+# Literal statements only; every value travels as a parameter.
+_SELECT_FLAG = "SELECT key, flag, version, updated_at, updated_by FROM flags WHERE key = ?"
+_SELECT_FLAGS = "SELECT key, flag, version, updated_at, updated_by FROM flags ORDER BY key"
+_UPSERT_FLAG = (
+    "INSERT INTO flags (key, flag, version, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET flag = excluded.flag, version = excluded.version, "
+    "updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+)
+_INSERT_AUDIT = (
+    "INSERT INTO audit (at, actor, action, key, model, reason, version_before, version_after, "
+    "diff, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_AUDIT = (
+    "SELECT id, at, actor, action, key, model, reason, version_before, version_after, diff, "
+    "evidence FROM audit ORDER BY id DESC LIMIT ?"
+)
+_SELECT_AUDIT_BY_MODEL = (
+    "SELECT id, at, actor, action, key, model, reason, version_before, version_after, diff, "
+    "evidence FROM audit WHERE model = ? ORDER BY id DESC LIMIT ?"
 )
 
 # Sorted keys make the encoding canonical, so "same flag" is a byte comparison.
@@ -165,12 +181,12 @@ class SQLiteStore:
 
     async def get_flag(self, key: str) -> FlagRecord | None:
         with self._guard() as db:
-            row = db.execute(f"SELECT {_FLAG_COLUMNS} FROM flags WHERE key = ?", (key,)).fetchone()
+            row = db.execute(_SELECT_FLAG, (key,)).fetchone()
         return None if row is None else _flag_record(row)
 
     async def list_flags(self) -> list[FlagRecord]:
         with self._guard() as db:
-            rows = db.execute(f"SELECT {_FLAG_COLUMNS} FROM flags ORDER BY key").fetchall()
+            rows = db.execute(_SELECT_FLAGS).fetchall()
         return [_flag_record(row) for row in rows]
 
     async def put_flag(
@@ -189,7 +205,7 @@ class SQLiteStore:
         after = _decode_object(flag_text)  # the stored form, as every later read returns it
         evidence_text = None if evidence is None else _text(evidence)
         with self._transaction("IMMEDIATE") as db:
-            row = db.execute(f"SELECT {_FLAG_COLUMNS} FROM flags WHERE key = ?", (key,)).fetchone()
+            row = db.execute(_SELECT_FLAG, (key,)).fetchone()
             current = None if row is None else _flag_record(row)
             actual = 0 if current is None else current.version
             if expected_version is not None and expected_version != actual:
@@ -201,15 +217,9 @@ class SQLiteStore:
             record = FlagRecord(
                 key=key, flag=after, version=actual + 1, updated_at=self._clock(), updated_by=actor
             )
+            db.execute(_UPSERT_FLAG, (key, flag_text, record.version, record.updated_at, actor))
             db.execute(
-                f"INSERT INTO flags ({_FLAG_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET flag = excluded.flag, version = excluded.version, "
-                "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                (key, flag_text, record.version, record.updated_at, actor),
-            )
-            db.execute(
-                "INSERT INTO audit (at, actor, action, key, model, reason, version_before, "
-                "version_after, diff, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_AUDIT,
                 (
                     record.updated_at,
                     actor,
@@ -229,13 +239,11 @@ class SQLiteStore:
     async def audit(self, *, model: str | None = None, limit: int = 50) -> list[AuditEntry]:
         if not 1 <= limit <= MAX_AUDIT_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_AUDIT_LIMIT}, not {limit}")
-        query = f"SELECT {_AUDIT_COLUMNS} FROM audit"
-        params: tuple[Any, ...] = (limit,)
-        if model is not None:
-            query += " WHERE model = ?"
-            params = (model, limit)
         with self._guard() as db:
-            rows = db.execute(f"{query} ORDER BY id DESC LIMIT ?", params).fetchall()
+            if model is None:
+                rows = db.execute(_SELECT_AUDIT, (limit,)).fetchall()
+            else:
+                rows = db.execute(_SELECT_AUDIT_BY_MODEL, (model, limit)).fetchall()
         return [_audit_entry(row) for row in rows]
 
     async def append_audit(
@@ -254,9 +262,8 @@ class SQLiteStore:
         at = self._clock()
         with self._transaction("IMMEDIATE") as db:
             cursor = db.execute(
-                "INSERT INTO audit (at, actor, action, key, model, reason, version_before, "
-                "version_after, diff, evidence) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
-                (at, actor, action, key, model, reason, diff_text, evidence_text),
+                _INSERT_AUDIT,
+                (at, actor, action, key, model, reason, None, None, diff_text, evidence_text),
             )
             entry_id = cursor.lastrowid
         assert entry_id is not None  # an INSERT into a rowid table always sets it

@@ -1,0 +1,293 @@
+"""The admin API: release managers read and change release flags; viewers read."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+
+from gateway.control import ReleaseControl
+from gateway.control.releases import FlagEdit
+from gateway.dataplane.codec import encode_json
+from gateway.errors import InvalidRequest
+from gateway.flags import operations
+from gateway.http.auth import principal_of, release_manager_guard, viewer_guard
+from gateway.state import FlagRecord
+
+T = TypeVar("T")
+MAX_AUDIT_LIMIT = 1000
+
+
+class RolloutBody(msgspec.Struct, forbid_unknown_fields=True):
+    version: str
+    percent: int
+    reason: str = ""
+
+
+class CohortBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    rule: dict[str, Any]
+    version: str
+    reason: str = ""
+
+
+class ShadowBody(msgspec.Struct, forbid_unknown_fields=True):
+    versions: list[str]
+    percent: float = 100.0
+    reason: str = ""
+
+
+class ReasonBody(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str = ""
+
+
+async def _body(request: Request[Any, Any, Any], kind: type[T]) -> T:
+    raw = await request.body()
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid request body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from exc
+
+
+def etag(record: FlagRecord) -> str:
+    return f'"{record.version}"'
+
+
+def expected_version(request: Request[Any, Any, Any]) -> int | None:
+    """The version named by If-Match (`"3"`), None when absent or `*`."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise InvalidRequest(f"If-Match {header!r} is not an ETag this gateway issued")
+    return int(value)
+
+
+def _json(value: Any, record: FlagRecord | None = None) -> Response[bytes]:
+    headers = {"etag": etag(record)} if record is not None else None
+    return Response(encode_json(value), media_type="application/json", headers=headers)
+
+
+def release_view(record: FlagRecord) -> dict[str, Any]:
+    return {
+        "flag": record.key,
+        "flag_version": record.version,
+        "updated_at": record.updated_at,
+        "updated_by": record.updated_by,
+        **operations.describe_release(record.flag),
+    }
+
+
+class FlagsController(Controller):
+    """Whole flagd flag objects, versioned with ETags."""
+
+    path = "/admin/flags"
+    tags = ["admin"]
+
+    @get("/", guards=[viewer_guard], summary="Flag keys with their version and ETag")
+    async def list_flags(self, control: NamedDependency[ReleaseControl]) -> Response[bytes]:
+        records = await control.flags()
+        return _json(
+            {
+                "flags": [
+                    {
+                        "key": r.key,
+                        "model": r.flag.get("metadata", {}).get("model", ""),
+                        "version": r.version,
+                        "etag": etag(r),
+                        "updated_at": r.updated_at,
+                        "updated_by": r.updated_by,
+                    }
+                    for r in records
+                ]
+            }
+        )
+
+    @get("/{key:str}", guards=[viewer_guard], summary="One flagd flag object, with its ETag")
+    async def get_flag(
+        self, key: FromPath[str], control: NamedDependency[ReleaseControl]
+    ) -> Response[bytes]:
+        record = await control.flag(key)
+        return _json(record.flag, record)
+
+    @put(
+        "/{key:str}",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Replace a flag (If-Match: a stale ETag gets 412); ?reason= is audited",
+    )
+    async def put_flag(
+        self,
+        request: Request[Any, Any, Any],
+        key: FromPath[str],
+        control: NamedDependency[ReleaseControl],
+        reason: FromQuery[str] = "",
+    ) -> Response[bytes]:
+        flag = await _body(request, dict[str, Any])
+        record = await control.replace(
+            key,
+            flag,
+            expected_version=expected_version(request),
+            actor=principal_of(request).name,
+            reason=reason,
+        )
+        return _json(record.flag, record)
+
+
+class ReleasesController(Controller):
+    """Release operations: each edits the model's flag for the release manager."""
+
+    path = "/admin/releases/{model:str}"
+    tags = ["admin"]
+
+    @get("/", guards=[viewer_guard], summary="Variants, split, cohorts, shadows, flag version")
+    async def status(
+        self, model: FromPath[str], control: NamedDependency[ReleaseControl]
+    ) -> Response[bytes]:
+        record = await control.release_record(model)
+        return _json(release_view(record), record)
+
+    async def _edit(
+        self,
+        request: Request[Any, Any, Any],
+        control: ReleaseControl,
+        model: str,
+        action: str,
+        reason: str,
+        edit: FlagEdit,
+    ) -> Response[bytes]:
+        record = await control.edit(
+            model,
+            edit,
+            action=action,
+            expected_version=expected_version(request),
+            actor=principal_of(request).name,
+            reason=reason,
+        )
+        return _json(release_view(record), record)
+
+    @post("/rollout", guards=[release_manager_guard], status_code=200, summary="Candidate %")
+    async def rollout(
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        control: NamedDependency[ReleaseControl],
+    ) -> Response[bytes]:
+        body = await _body(request, RolloutBody)
+        return await self._edit(
+            request,
+            control,
+            model,
+            "rollout",
+            body.reason,
+            lambda flag: operations.set_rollout(flag, body.version, body.percent),
+        )
+
+    @post("/cohorts", guards=[release_manager_guard], status_code=200, summary="Add a cohort rule")
+    async def add_cohort(
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        control: NamedDependency[ReleaseControl],
+    ) -> Response[bytes]:
+        body = await _body(request, CohortBody)
+        return await self._edit(
+            request,
+            control,
+            model,
+            "cohort_add",
+            body.reason,
+            lambda flag: operations.add_cohort(flag, body.name, body.rule, body.version),
+        )
+
+    @delete(
+        "/cohorts/{name:str}",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Remove a cohort rule by name",
+    )
+    async def remove_cohort(
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        name: FromPath[str],
+        control: NamedDependency[ReleaseControl],
+        reason: FromQuery[str] = "",
+    ) -> Response[bytes]:
+        return await self._edit(
+            request,
+            control,
+            model,
+            "cohort_remove",
+            reason,
+            lambda flag: operations.remove_cohort(flag, name),
+        )
+
+    @post("/shadow", guards=[release_manager_guard], status_code=200, summary="Shadow versions")
+    async def shadow(
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        control: NamedDependency[ReleaseControl],
+    ) -> Response[bytes]:
+        body = await _body(request, ShadowBody)
+        return await self._edit(
+            request,
+            control,
+            model,
+            "shadow",
+            body.reason,
+            lambda flag: operations.set_shadow(flag, body.versions, body.percent),
+        )
+
+    @post(
+        "/{action:str}",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="promote, rollback, disable (kill switch) or enable",
+    )
+    async def simple(
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        action: FromPath[str],
+        control: NamedDependency[ReleaseControl],
+    ) -> Response[bytes]:
+        edit = _SIMPLE_ACTIONS.get(action)
+        if edit is None:
+            raise InvalidRequest(
+                f"unknown release action {action!r}; use one of {sorted(_SIMPLE_ACTIONS)}"
+            )
+        body = await _body(request, ReasonBody)
+        return await self._edit(request, control, model, action, body.reason, edit)
+
+
+_SIMPLE_ACTIONS = {
+    "promote": operations.promote,
+    "rollback": operations.rollback,
+    "disable": operations.disable,
+    "enable": operations.enable,
+}
+
+
+class AuditController(Controller):
+    path = "/admin/audit"
+    tags = ["admin"]
+
+    @get("/", guards=[viewer_guard], summary="Who changed what, when, why, with the diff")
+    async def audit(
+        self,
+        control: NamedDependency[ReleaseControl],
+        model: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
+    ) -> Response[bytes]:
+        if not 1 <= limit <= MAX_AUDIT_LIMIT:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_AUDIT_LIMIT}")
+        entries = await control.store.audit(model=model, limit=limit)
+        return _json({"entries": entries})
