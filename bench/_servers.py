@@ -153,14 +153,25 @@ def gateway_server(
     *,
     port: int,
     models: Path,
+    scratch: Path,
+    flags: Path | None,
     env: Mapping[str, str],
     extra_args: Sequence[str],
     path: str,
     stdout: Path,
     stderr: Path,
 ) -> Server:
-    """The gateway through its own CLI: `gateway serve --workers 1 --log-format json`."""
+    """The gateway through its own CLI: `gateway serve --workers 1 --log-format json`.
+
+    Its state store lives in `scratch`, and its release flags come from `flags` (default: an
+    empty directory in `scratch`, so the routed endpoint serves the model's default version
+    with no split and no shadow traffic); `env` can override both (GATEWAY_STATE_PATH,
+    GATEWAY_FLAGS_DIR).
+    """
     gateway = Path(sys.executable).with_name("gateway")
+    if flags is None:
+        flags = scratch / "flags"
+        flags.mkdir(exist_ok=True)
     command = [
         str(gateway),
         "serve",
@@ -170,19 +181,21 @@ def gateway_server(
         str(port),
         "--workers",
         "1",
+        "--models",
+        str(models),
         "--log-format",
         "json",
+        *extra_args,
     ]
-    # `gateway serve` runs in the models directory's parent. `--models` is given only when that
-    # directory is not the default `./models`: `gateway serve --models DIR` fails today with
-    # "invalid setting: Expected `Path`, got `str`" (Settings.from_mapping, msgspec.convert).
-    if models.name != "models":
-        command += ["--models", str(models)]
     return Server(
         name="gateway",
-        command=[*command, *extra_args],
-        env=dict(env),
-        cwd=models.parent,
+        command=command,
+        env={
+            "GATEWAY_STATE_PATH": str(scratch / "state.db"),
+            "GATEWAY_FLAGS_DIR": str(flags),
+            **env,
+        },
+        cwd=scratch,
         port=port,
         path=path,
         stdout=stdout,

@@ -34,15 +34,37 @@ class RunningServer:
 
 @contextmanager
 def running_gateway(
-    models_dir: Path, log: Path, env: Mapping[str, str] | None = None, *extra: str
+    models_dir: Path,
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    *extra: str,
+    flags_dir: Path | None = None,
+    port: int | None = None,
 ) -> Iterator[RunningServer]:
-    """`gateway serve` on a free port until the block ends; fails loudly if it never gets ready."""
-    port = free_port()
+    """`gateway serve` on a free port until the block ends; fails loudly if it never gets ready.
+
+    State, the log and the local admin token live in `workdir`; without `flags_dir` the
+    gateway runs with no release flags (an empty flags directory).
+    """
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"gateway-{port}.log"
+    if flags_dir is None:
+        flags_dir = workdir / "no-flags"
+        flags_dir.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     command += ["--models", str(models_dir), "--log-format", "json", *extra]
+    defaults = {
+        "GATEWAY_STATE_PATH": str(workdir / "state.db"),
+        "GATEWAY_FLAGS_DIR": str(flags_dir),
+    }
     with log.open("wb") as log_stream:
         process = subprocess.Popen(
-            command, stdout=log_stream, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            command,
+            stdout=log_stream,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **defaults, **(env or {})},
+            cwd=workdir,
         )
         server = RunningServer(process, port, log)
         try:

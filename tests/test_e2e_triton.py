@@ -19,8 +19,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    log = tmp_path_factory.mktemp("e2e") / "gateway.log"
-    with running_gateway(demo_models, log) as running:
+    with running_gateway(demo_models, tmp_path_factory.mktemp("e2e")) as running:
         yield running
 
 

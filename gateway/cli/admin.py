@@ -148,7 +148,7 @@ def _add_release_parsers(commands: Any) -> None:
     rollout = ops.add_parser("rollout", help="send a percentage of traffic to a candidate version")
     rollout.add_argument("model")
     rollout.add_argument("--version", required=True)
-    rollout.add_argument("--percent", type=float, required=True)
+    rollout.add_argument("--percent", type=int, required=True)
     _common(rollout, change=True)
     rollout.set_defaults(
         handler=_with_client(
