@@ -5,15 +5,18 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import msgspec
 import pytest
 import structlog
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway import Settings, create_app
 from gateway.demo.digits import build_demo
 
+Client: TypeAlias = TestClient[Litestar]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANAGER_TOKEN = "manager-token-0123456789abcdef"
 VIEWER_TOKEN = "viewer-token-0123456789abcdef"
@@ -72,12 +75,12 @@ def release_settings(settings: Settings, flags_dir: Path) -> Settings:
 
 
 @pytest.fixture
-def release_client(release_settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
+def release_client(release_settings: Settings) -> Iterator[Client]:
     with TestClient(app=create_app(release_settings)) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
+def client(settings: Settings) -> Iterator[Client]:
     with TestClient(app=create_app(settings)) as test_client:
         yield test_client

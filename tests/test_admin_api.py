@@ -9,9 +9,8 @@ import pytest
 from litestar.testing import TestClient
 
 from gateway import Settings, create_app
-from tests.conftest import MANAGER, VIEWER
+from tests.conftest import MANAGER, VIEWER, Client
 
-Client = TestClient  # type: ignore[type-arg]
 KEY = "digits-release"
 
 CHANGES: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -49,7 +48,7 @@ def test_no_change_without_a_release_manager_token(
     status: int,
     words: str,
 ) -> None:
-    """None, malformed, wrong or viewer tokens are refused on every change; the flag is untouched."""
+    """None, malformed, wrong or viewer tokens are refused on every change; nothing changes."""
     before = release_client.get(f"/admin/flags/{KEY}", headers=VIEWER)
     response = release_client.request(method, path, json=body, headers=headers)
     assert response.status_code == status
@@ -213,7 +212,7 @@ def test_unknown_release_and_flag_are_404(release_client: Client) -> None:
 
 
 def test_changes_survive_a_restart(release_settings: Settings) -> None:
-    """A change made through the API is still in force after the app is rebuilt on the same state."""
+    """An API change is still in force after the app is rebuilt on the same state."""
     with TestClient(app=create_app(release_settings)) as client:
         client.post(
             "/admin/releases/digits/rollout", json={"version": "2", "percent": 40}, headers=MANAGER

@@ -6,11 +6,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from litestar.testing import TestClient
 
 from gateway.demo.digits import held_out_digits
-
-Client = TestClient  # type: ignore[type-arg]
+from tests.conftest import Client
 
 
 def v2_body(rows: np.ndarray[Any, Any], request_id: str | None = None) -> dict[str, Any]:
@@ -31,7 +29,7 @@ def v2_body(rows: np.ndarray[Any, Any], request_id: str | None = None) -> dict[s
 
 def test_default_version_serves_and_says_which(client: Client) -> None:
     """An unpinned request is served by the model's default version, named in body and header."""
-    features, labels = held_out_digits()
+    features, _ = held_out_digits()
     response = client.post("/v2/models/digits/infer", json=v2_body(features[:4], "req-1"))
     assert response.status_code == 200, response.text
     body = response.json()

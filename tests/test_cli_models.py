@@ -24,7 +24,7 @@ def test_list_shows_versions_state_and_metrics(
 def test_evaluate_reruns_held_out_set(
     demo_models: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`models evaluate` reproduces the manifest accuracy; a failing version makes the exit code 1."""
+    """`models evaluate` reproduces manifest accuracy; a failing version makes the exit code 1."""
     assert main(["models", "--models", str(demo_models), "evaluate", "digits", "1", "2"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}

@@ -7,11 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from litestar.testing import TestClient
-
-from tests.conftest import VIEWER
-
-Client = TestClient  # type: ignore[type-arg]
+from tests.conftest import VIEWER, Client
 
 
 def _wait_for(client: Client, predicate: Any, timeout_s: float = 1.0) -> float:
@@ -49,7 +45,7 @@ def test_file_edit_takes_effect_within_a_second(release_client: Client, flags_di
 def test_invalid_file_edit_changes_nothing_and_says_why(
     release_client: Client, flags_dir: Path
 ) -> None:
-    """A file edit naming a missing version, or broken JSON, is refused; the last good flag stays."""
+    """A file edit naming a missing version, or broken JSON, is refused; the good flag stays."""
     path = flags_dir / "digits.json"
     doc = json.loads(path.read_text())
     doc["flags"]["digits-release"]["variants"]["candidate"]["serve"] = "42"

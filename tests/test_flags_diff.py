@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from gateway.flags import json_diff
 from gateway.flags.operations import set_rollout
-from tests.test_flags_support import demo_flag
+from tests.flags_support import demo_flag
 
 
 def test_equal_values_have_no_diff() -> None:

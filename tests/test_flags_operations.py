@@ -30,7 +30,7 @@ from gateway.flags.operations import (
     set_shadow,
 )
 from gateway.flags.plan import Cohort, Plan, Split, read_plan, write_plan
-from tests.test_flags_support import (
+from tests.flags_support import (
     DEMO_KEY,
     KNOWN,
     as_document,

@@ -27,7 +27,7 @@ from gateway.flags import (
     ShadowTarget,
 )
 from gateway.flags.cache import DecisionCache
-from tests.test_flags_support import DEMO_KEY, KNOWN, demo_flag, flag_with
+from tests.flags_support import DEMO_KEY, KNOWN, demo_flag, flag_with
 
 DEFAULTS = {"digits": "1", "faces": "7"}
 

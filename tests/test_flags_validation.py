@@ -20,7 +20,7 @@ from gateway.flags import (
     validate_flag,
 )
 from gateway.repository import LoadedVersion, ModelEntry, ModelRegistry, VersionState
-from tests.test_flags_support import (
+from tests.flags_support import (
     DEMO_KEY,
     KNOWN,
     as_document,

@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
 
-Client = TestClient  # type: ignore[type-arg]
+from tests.conftest import Client
 
 ROW = [1.0] * 64
 

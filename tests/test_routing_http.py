@@ -9,9 +9,8 @@ from typing import Any
 from litestar.testing import TestClient
 
 from gateway import Settings, create_app
-from tests.conftest import MANAGER
+from tests.conftest import MANAGER, Client
 
-Client = TestClient  # type: ignore[type-arg]
 ROW = [float(v) for v in range(64)]
 BODY = json.dumps(
     {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": ROW}]}
@@ -108,7 +107,7 @@ def test_a_change_is_in_force_for_the_very_next_request(release_client: Client) 
 
 
 def test_unevaluable_flag_serves_baseline_and_is_counted(release_client: Client) -> None:
-    """A flag whose targeting fails at evaluation sends requests to the baseline, logged and counted."""
+    """A flag failing at evaluation sends requests to the baseline, logged and counted."""
     flag = release_client.get("/admin/flags/digits-release", headers=MANAGER).json()
     flag["targeting"] = {"if": [{"<": [{"/": [1, {"var": "zero"}]}, 1]}, "candidate", "baseline"]}
     del flag["metadata"]["cohort.beta"]
