@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 import platform
 import signal
@@ -236,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{WRK} not found", file=sys.stderr)
         return 2
     body, true_label = request_body(args.digit)
+    # Other people edit the gateway while benchmarks run: note which code the servers load.
+    sources = sources_digest(Path(__file__).resolve().parent.parent / "gateway")
     infer_path = f"/v2/models/{args.model}/infer"
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
@@ -305,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         document = {
-            "meta": environment(args, version, model_file, time.monotonic() - started),
+            "meta": environment(args, version, model_file, sources, time.monotonic() - started),
             "sanity": sanity,
             "runs": [run.as_dict() for run in runs],
             "summary": summary,
@@ -415,8 +418,16 @@ def print_report(runs: list[Run], summary: dict[str, Any]) -> None:
             print(f"  {label:12} {ratio['median']:.3f}  ({ratio['min']:.3f}..{ratio['max']:.3f})")
 
 
+def sources_digest(package: Path) -> str:
+    """sha256 over the gateway's .py files (path and content): which code was measured."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def environment(
-    args: argparse.Namespace, version: str, model_file: Path, elapsed_s: float
+    args: argparse.Namespace, version: str, model_file: Path, sources: str, elapsed_s: float
 ) -> dict[str, Any]:
     def package(name: str) -> str | None:
         try:
@@ -440,6 +451,7 @@ def environment(
             for name in ("granian", "litestar", "msgspec", "onnxruntime", "numpy", "structlog")
         },
         "wrk": wrk_version[0] if wrk_version else None,
+        "gateway_sources_sha256": sources,
         "rounds": args.rounds,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
