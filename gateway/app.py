@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import gc
+import sys
+from typing import Any, BinaryIO
 
 import structlog
 from litestar import Litestar
@@ -11,21 +14,27 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from gateway.control import ReleaseControl
+from gateway.control.guarding import GuardService
 from gateway.dataplane import DataPlane
 from gateway.flags.diff import json_diff
 from gateway.flags.router import RouteError, Router
 from gateway.flags.versions import registry_versions
 from gateway.http.admin import AuditController, FlagsController, ReleasesController
 from gateway.http.errors import EXCEPTION_HANDLERS
+from gateway.http.feedback import FeedbackController
 from gateway.http.inference import InferenceController
 from gateway.http.metadata import HealthController, MetadataController
 from gateway.http.ofrep import OfrepController
+from gateway.http.ramp import RampController
+from gateway.http.shadow import ShadowController
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry, VersionState
 from gateway.runtimes import RuntimeOptions
 from gateway.security import load_token_table
+from gateway.serving import Serving
 from gateway.settings import Settings
+from gateway.shadow.service import ShadowService
 from gateway.state import SQLiteStore, Store
 
 _log = structlog.get_logger("gateway")
@@ -36,6 +45,16 @@ def _constant(value: Any) -> Provide:
         return value
 
     return Provide(provide, use_cache=True, sync_to_thread=False)
+
+
+def _json_logs(settings: Settings) -> bool:
+    return settings.log_format == "json" or (
+        settings.log_format == "auto" and not sys.stdout.isatty()
+    )
+
+
+def _stdout_bytes() -> BinaryIO:
+    return sys.stdout.buffer
 
 
 def create_app(
@@ -76,8 +95,9 @@ def create_app(
         lambda model: registry.model(model).default_version,
         on_error=on_route_error,
     )
+    store = store or SQLiteStore(settings.state_path, diff=json_diff)
     control = ReleaseControl(
-        store or SQLiteStore(settings.state_path, diff=json_diff),
+        store,
         router,
         known_versions,
         metrics,
@@ -85,10 +105,34 @@ def create_app(
         poll_interval_s=settings.flag_poll_interval_s,
     )
     dataplane = DataPlane(registry, settings.limits, metrics)
-    access_log = AccessLog(settings.access_log_sample)
+    access_log = AccessLog(
+        settings.access_log_sample, sink=_stdout_bytes if _json_logs(settings) else None
+    )
+    shadow = ShadowService(registry, metrics, store, settings.shadow)
+    guard = GuardService(
+        control,
+        registry,
+        metrics,
+        interval_s=settings.guard_interval_s,
+        webhook_url=settings.guard_webhook_url,
+        webhook_timeout_s=settings.guard_webhook_timeout_s,
+        feedback_ttl_s=settings.feedback_ttl_s,
+        feedback_max_entries=settings.feedback_max_entries,
+    )
+    serving = Serving(dataplane, router, shadow, guard, access_log, metrics)
+    background: list[asyncio.Task[None]] = []
 
     async def on_startup() -> None:
         await control.start()
+        await shadow.start()
+        await guard.start()
+        background.append(asyncio.create_task(access_log.flush_every(1.0), name="access-log"))
+        if settings.gc_freeze:
+            # The heap after start-up (libraries, models, routes) lives as long as the process:
+            # kept out of the collector's sight, a full collection takes microseconds instead
+            # of tens of milliseconds, during which the event loop (and every request) waits.
+            gc.collect()
+            gc.freeze()
         _log.info(
             "gateway_started",
             models={entry.name: entry.sorted_versions() for entry in registry},
@@ -98,7 +142,14 @@ def create_app(
         )
 
     async def on_shutdown() -> None:
+        for task in background:
+            task.cancel()
+        access_log.flush()
+        await guard.stop()
+        await shadow.stop()  # its last records go to the store before the store closes
         await control.stop()
+        if settings.gc_freeze:
+            gc.unfreeze()  # a process that builds apps again (tests) collects the old ones
         registry.unload()
 
     return Litestar(
@@ -110,14 +161,20 @@ def create_app(
             ReleasesController,
             AuditController,
             OfrepController,
+            ShadowController,
+            RampController,
+            FeedbackController,
         ],
+        # The inference handlers take the one `serving` dependency: with two or more,
+        # Litestar resolves them in a task group, which costs more than the model itself.
         dependencies={
-            "dataplane": _constant(dataplane),
+            "serving": _constant(serving),
             "registry": _constant(registry),
             "metrics": _constant(metrics),
-            "access_log": _constant(access_log),
             "router": _constant(router),
             "control": _constant(control),
+            "shadow_service": _constant(shadow),
+            "guard": _constant(guard),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,

@@ -46,11 +46,13 @@ class UnsupportedMediaType(InvalidRequest):
 class InferenceFailed(GatewayError):
     """A loaded version raised, or answered with output that breaks its signature."""
 
-    def __init__(self, model: str, version: str, detail: str) -> None:
+    def __init__(self, model: str, version: str, detail: str, kind: str = "exception") -> None:
         super().__init__(f"model {model!r} version {version!r} failed at inference: {detail}")
         self.model = model
         self.version = version
         self.detail = detail
+        # "exception" (it raised) or "invalid_output" (its answer broke its own signature)
+        self.kind = kind
 
 
 class FlagNotFound(GatewayError):

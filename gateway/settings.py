@@ -10,6 +10,7 @@ import msgspec
 
 from gateway.dataplane.dataplane import Limits
 from gateway.observability.logging import LogFormat
+from gateway.shadow.policy import MAX_INPUT_BYTES, ShadowConfig, ShadowPolicy
 
 PREFIX = "GATEWAY_"
 
@@ -42,6 +43,42 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 4 * 1024 * 1024
     max_batch_rows: int = 1024
     intra_op_threads: int = 1
+    # The guard: how often it judges each release, where it posts rollbacks and ramp steps,
+    # and how long served predictions wait for their ground truth (feedback).
+    guard_interval_s: float = 1.0
+    guard_webhook_url: str = ""
+    guard_webhook_timeout_s: float = 5.0
+    feedback_ttl_s: float = 24 * 3600.0
+    feedback_max_entries: int = 100_000
+    # Freeze the start-up heap out of the garbage collector's full collections (gc.freeze).
+    gc_freeze: bool = True
+    # Shadow mode. Worker threads run shadows in batches of at most `batch_max` runs gathered
+    # over `batch_window_ms`; threads * batch_max runs are in flight at most. The next four
+    # are each release's defaults, which its flag's `shadow.*` metadata overrides.
+    shadow_threads: int = 2
+    shadow_batch_max: int = 64
+    shadow_batch_window_ms: float = 50.0
+    shadow_concurrency: int = 128
+    shadow_timeout_ms: float = 500.0
+    shadow_keep_inputs: bool = False
+    shadow_max_input_bytes: int = 16 * 1024
+    # Output elements a comparison record keeps per side (beyond: shapes and top classes),
+    # and whether agreeing comparisons keep their tensors too (else only their summary).
+    shadow_max_output_values: int = 1024
+    shadow_keep_agreeing_outputs: bool = False
+    # Records waiting in memory for the store (more are dropped and counted), and how often
+    # they are written in one batch.
+    shadow_buffer_records: int = 10_000
+    shadow_flush_interval_s: float = 1.0
+    # Retention of comparison records: by age and by count.
+    shadow_retention_s: float = 7 * 86400.0
+    shadow_max_records: int = 100_000
+    shadow_drop_log_interval_s: float = 10.0
+    # Shadow runs yield to the primary: shed from this event-loop load (0..1: the loop
+    # thread's demand for a CPU plus the shadows' CPU) up, all of them from the second up.
+    # 1 and 1 switch shedding off.
+    shadow_shed_start: float = 0.8
+    shadow_shed_full: float = 0.95
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str], **overrides: Any) -> Settings:
@@ -62,7 +99,57 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise msgspec.ValidationError("access_log_sample must be between 0 and 1")
         if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.workers < 1:
             raise msgspec.ValidationError("limits and workers must be positive")
+        if (
+            self.shadow_threads < 1
+            or self.shadow_batch_max < 1
+            or self.shadow_batch_window_ms < 0
+            or self.shadow_concurrency < 1
+            or self.shadow_buffer_records < 1
+            or self.shadow_max_records < 1
+            or self.shadow_max_output_values < 0
+        ):
+            raise msgspec.ValidationError(
+                "shadow threads, concurrency and record counts must be positive"
+            )
+        if not 0 < self.shadow_shed_start <= self.shadow_shed_full <= 1.0:
+            raise msgspec.ValidationError("need 0 < shadow_shed_start <= shadow_shed_full <= 1")
+        if not 0 <= self.shadow_max_input_bytes <= MAX_INPUT_BYTES:
+            raise msgspec.ValidationError(
+                f"shadow_max_input_bytes must be between 0 and {MAX_INPUT_BYTES}"
+            )
+        if (
+            self.shadow_timeout_ms <= 0
+            or self.shadow_flush_interval_s <= 0
+            or self.shadow_retention_s <= 0
+            or self.shadow_drop_log_interval_s <= 0
+        ):
+            raise msgspec.ValidationError(
+                "shadow timeout, intervals and retention must be positive"
+            )
 
     @property
     def limits(self) -> Limits:
         return Limits(max_body_bytes=self.max_body_bytes, max_batch_rows=self.max_batch_rows)
+
+    @property
+    def shadow(self) -> ShadowConfig:
+        return ShadowConfig(
+            threads=self.shadow_threads,
+            batch_max=self.shadow_batch_max,
+            batch_window_s=self.shadow_batch_window_ms / 1000.0,
+            defaults=ShadowPolicy(
+                timeout_s=self.shadow_timeout_ms / 1000.0,
+                concurrency=self.shadow_concurrency,
+                keep_inputs=self.shadow_keep_inputs,
+                max_input_bytes=self.shadow_max_input_bytes,
+            ),
+            max_output_values=self.shadow_max_output_values,
+            keep_agreeing_outputs=self.shadow_keep_agreeing_outputs,
+            buffer_records=self.shadow_buffer_records,
+            flush_interval_s=self.shadow_flush_interval_s,
+            retention_s=self.shadow_retention_s,
+            max_records=self.shadow_max_records,
+            drop_log_interval_s=self.shadow_drop_log_interval_s,
+            shed_start=self.shadow_shed_start,
+            shed_full=self.shadow_shed_full,
+        )

@@ -23,10 +23,13 @@ from typing import Any, Protocol
 import pytest
 
 from gateway.state import (
+    ComparisonRecord,
     DiffFn,
+    OutputRecord,
     SQLiteStore,
     Store,
     StoreUnavailable,
+    TensorData,
     VersionConflict,
 )
 
@@ -422,6 +425,136 @@ async def test_concurrent_writes_with_one_expected_version_one_wins(
     assert len(await checker.audit(limit=100)) == rounds + 1
 
 
+# Shadow comparisons: batches in, newest first out, bounded retention.
+
+
+def comparison(
+    request_id: str,
+    at: float,
+    *,
+    shadow: str = "3",
+    agree: bool | None = True,
+    model: str = "digits",
+    payload: bool = True,
+) -> ComparisonRecord:
+    """A comparison record of the shape the shadow runner writes."""
+    outputs = OutputRecord(
+        classes=["7"],
+        tensors={
+            "probabilities": TensorData(shape=[1, 2], datatype="FP32", data=[0.25, 0.75]),
+            "label": TensorData(shape=[1], datatype="INT64", data=None),
+        },
+    )
+    return ComparisonRecord(
+        request_id=request_id,
+        at=at,
+        model=model,
+        primary_version="1",
+        shadow_version=shadow,
+        outcome="compared" if agree is not None else "shadow_error",
+        variant="baseline",
+        cohort="beta",
+        context={"tier": "beta", "age": 41, "score": 0.5, "vip": True},
+        rows=1,
+        agreed_rows=None if agree is None else int(agree),
+        agree=agree,
+        max_abs_diff=None if agree is None else 0.125,
+        primary_latency_ms=0.25,
+        shadow_latency_ms=None if agree is None else 0.5,
+        shadow_error="" if agree is not None else "RuntimeError: boom",
+        primary_output=outputs if payload else None,
+        shadow_output=outputs if payload and agree is not None else None,
+        inputs={"pixels": TensorData(shape=[1, 2], datatype="FP32", data=[1.0, 2.0])}
+        if payload
+        else None,
+    )
+
+
+@pytest.mark.anyio
+async def test_comparisons_round_trip_newest_first(store: Store) -> None:
+    """A batch of records reads back whole (payload included), newest first by time,
+    whatever order the batches were written in; other models' records stay apart."""
+    older = [comparison("a", 10.0), comparison("b", 30.0, agree=False)]
+    newer = [comparison("c", 20.0, agree=None), comparison("x", 25.0, model="other")]
+    await store.add_comparisons(newer)
+    await store.add_comparisons(older)
+    await store.add_comparisons([])
+
+    found = await store.comparisons("digits")
+
+    assert [r.request_id for r in found] == ["b", "c", "a"]
+    assert found[2] == older[0]
+    assert found[1] == newer[0]
+    assert [r.request_id for r in await store.comparisons("other")] == ["x"]
+    assert await store.comparisons("nobody") == []
+
+
+@pytest.mark.anyio
+async def test_comparisons_filter_by_range_pair_and_disagreement(store: Store) -> None:
+    """since is inclusive and until exclusive; primary/shadow pick a pair; disagreements_only
+    keeps records whose classes differ (not errors); limit keeps the newest; payload=False
+    reads everything but the outputs and inputs."""
+    await store.add_comparisons(
+        [
+            comparison("a", 10.0),
+            comparison("b", 20.0, agree=False),
+            comparison("c", 30.0, agree=False, shadow="2"),
+            comparison("d", 40.0, agree=None),
+        ]
+    )
+
+    def ids(records: list[ComparisonRecord]) -> list[str]:
+        return [r.request_id for r in records]
+
+    assert ids(await store.comparisons("digits", since=20.0, until=40.0)) == ["c", "b"]
+    assert ids(await store.comparisons("digits", shadow="3")) == ["d", "b", "a"]
+    assert ids(await store.comparisons("digits", primary="2")) == []
+    assert ids(await store.comparisons("digits", disagreements_only=True)) == ["c", "b"]
+    assert ids(await store.comparisons("digits", limit=2)) == ["d", "c"]
+    light = await store.comparisons("digits", payload=False)
+    assert light[-1] == comparison("a", 10.0, payload=False)
+    assert all(r.primary_output is None and r.inputs is None for r in light)
+    with pytest.raises(ValueError, match="limit"):
+        await store.comparisons("digits", limit=0)
+
+
+@pytest.mark.anyio
+async def test_prune_comparisons_by_age_and_count(store: Store) -> None:
+    """Pruning deletes records older than the cut, then all but the newest written; it says
+    how many went."""
+    await store.add_comparisons([comparison(str(i), float(i)) for i in range(10)])
+
+    assert await store.prune_comparisons(older_than=3.0) == 3
+    assert await store.prune_comparisons(keep_newest=5) == 2
+    assert [r.request_id for r in await store.comparisons("digits")] == [
+        "9",
+        "8",
+        "7",
+        "6",
+        "5",
+    ]
+    assert await store.prune_comparisons(older_than=0.0, keep_newest=100) == 0
+    assert await store.prune_comparisons(keep_newest=0) == 5
+    assert await store.comparisons("digits") == []
+
+
+@pytest.mark.anyio
+async def test_comparisons_are_shared_and_refused_when_closed(open_store: OpenStore) -> None:
+    """Records written by one store object (worker) are read by another; a closed store
+    refuses comparison calls like any other."""
+    worker_a, worker_b = await open_store(), await open_store()
+    await worker_a.add_comparisons([comparison("a", 1.0)])
+
+    assert [r.request_id for r in await worker_b.comparisons("digits")] == ["a"]
+    await worker_a.close()
+    with pytest.raises(StoreUnavailable):
+        await worker_a.add_comparisons([comparison("b", 2.0)])
+    with pytest.raises(StoreUnavailable):
+        await worker_a.comparisons("digits")
+    with pytest.raises(StoreUnavailable):
+        await worker_a.prune_comparisons(keep_newest=1)
+
+
 # What only the SQLite implementation must guarantee.
 
 
@@ -522,3 +655,24 @@ async def test_sqlite_processes_racing_one_expected_version_one_wins(tmp_path: P
     store = SQLiteStore(path)
     assert [e.version_after for e in await store.audit(model="digits")] == [2, 1]
     await store.close()
+
+
+@pytest.mark.anyio
+async def test_sqlite_file_of_schema_1_gains_the_comparison_table(tmp_path: Path) -> None:
+    """A state file written before shadow mode (schema 1) opens, keeps its flags, and takes
+    comparison records."""
+    path = tmp_path / "state.sqlite"
+    await (await _sqlite_with_history(path)).close()
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE shadow_comparisons")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+
+    store = SQLiteStore(path)
+    try:
+        assert [r.key for r in await store.list_flags()] == ["digits-release"]
+        await store.add_comparisons([comparison("a", 1.0)])
+        assert len(await store.comparisons("digits")) == 1
+    finally:
+        await store.close()

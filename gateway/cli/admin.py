@@ -54,6 +54,24 @@ def _cohort_remove(args: argparse.Namespace, client: AdminClient) -> int:
     return EXIT_OK
 
 
+def _steps(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CommandError(
+            f"--steps {text!r}: use comma separated percentages", EXIT_USAGE
+        ) from None
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        return float(number) * units[unit]
+    except ValueError:
+        raise CommandError(f"--bake {text!r}: use seconds, or 90s, 5m, 1h", EXIT_USAGE) from None
+
+
 def _json_argument(text: str) -> Any:
     try:
         return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
@@ -149,10 +167,14 @@ def _add_release_parsers(commands: Any) -> None:
     rollout.add_argument("model")
     rollout.add_argument("--version", required=True)
     rollout.add_argument("--percent", type=int, required=True)
+    rollout.add_argument("--force", action="store_true", help="override the offline gate (audited)")
     _common(rollout, change=True)
     rollout.set_defaults(
         handler=_with_client(
-            _operation("rollout", lambda a: {"version": a.version, "percent": a.percent})
+            _operation(
+                "rollout",
+                lambda a: {"version": a.version, "percent": a.percent, "force": a.force},
+            )
         )
     )
 
@@ -196,6 +218,36 @@ def _add_release_parsers(commands: Any) -> None:
             )
         )
     )
+
+    ramp = ops.add_parser("ramp", help="staged ramp: each step advances when healthy and baked")
+    ramp.add_argument("model")
+    ramp.add_argument("--version", required=True, help="the candidate version to ramp")
+    ramp.add_argument("--steps", default="1,5,25,50,100", help="percentages, ending at 100")
+    ramp.add_argument("--bake", default="60s", help="bake time per step: 90, 90s, 5m, 1h")
+    ramp.add_argument("--force", action="store_true", help="override the offline gate (audited)")
+    _common(ramp, change=True)
+    ramp.set_defaults(
+        handler=_with_client(
+            _operation(
+                "ramp",
+                lambda a: {
+                    "version": a.version,
+                    "steps": _steps(a.steps),
+                    "bake_s": _duration(a.bake),
+                    "force": a.force,
+                },
+            )
+        )
+    )
+    for name, text in [
+        ("pause", "pause the ramp where it is"),
+        ("resume", "resume the ramp (the step's bake restarts)"),
+        ("abort", "abort the ramp and roll back to the baseline"),
+    ]:
+        command = ops.add_parser(name, help=text)
+        command.add_argument("model")
+        _common(command, change=True)
+        command.set_defaults(handler=_with_client(_operation(f"ramp/{name}", lambda _a: {})))
 
     for name, text in [
         ("promote", "make the candidate the baseline"),

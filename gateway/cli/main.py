@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from gateway.cli import admin as admin_commands
 from gateway.cli import models as models_commands
+from gateway.cli import shadow as shadow_commands
 from gateway.cli.client import DEFAULT_TOKEN_FILE
 from gateway.observability.logging import configure_logging
 from gateway.settings import PREFIX, Settings
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models_commands.add_parser(commands)
     admin_commands.add_parsers(commands)
+    shadow_commands.add_parsers(commands)
     return parser
 
 

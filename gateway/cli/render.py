@@ -33,6 +33,48 @@ def print_release(release: dict[str, Any]) -> None:
             ]
         )
     print_table(["VARIANT", "ROLE", "SERVES", "SPLIT", "SHADOWS"], rows)
+    guard = release.get("guard") or {}
+    ramp = guard.get("ramp")
+    if ramp:
+        print(
+            f"\nramp of v{ramp['version']} {ramp['state']}: step {ramp['step'] + 1}/"
+            f"{len(ramp['steps'])} at {ramp['percent']}% (next {ramp['next_percent']}%), "
+            f"bake left {ramp['bake_left_s']:.0f}s"
+        )
+    window = guard.get("window")
+    if window:
+        print(f"\nguard window since flag v{window['flag_version']} ({window['length_s']:.0f}s):")
+        test = window.get("error_test") or {}
+        rows = [_arm_row(name, window[name]) for name in ("baseline", "candidate")]
+        print_table(
+            [
+                "ARM",
+                "VERSION",
+                "REQUESTS",
+                "ERRORS",
+                "ERR%",
+                "FALLBACKS",
+                "P50 MS",
+                "P99 MS",
+                "LIVE ACC",
+            ],
+            rows,
+        )
+        if test:
+            print(
+                f"error test: log-LR {test.get('statistic', 0):.2f} "
+                f"vs threshold {test.get('threshold', 0):.2f}"
+            )
+    decisions = guard.get("decisions") or []
+    if decisions:
+        print("\nlast decisions:")
+        for decision in decisions[:5]:
+            when = time.strftime("%H:%M:%S", time.localtime(decision["at"]))
+            action = f" → {decision['action']}" if decision.get("action") else ""
+            print(
+                f"  {when} flag v{decision['flag_version']} {decision['kind']}{action}: "
+                f"{decision['reason']}"
+            )
     cohorts = release.get("cohorts") or []
     if cohorts:
         print()
@@ -43,6 +85,26 @@ def print_release(release: dict[str, Any]) -> None:
                 for c in cohorts
             ],
         )
+
+
+def _arm_row(name: str, arm: dict[str, Any]) -> list[Any]:
+    latency = arm.get("latency") or {}
+    accuracy = arm.get("live_accuracy")
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    return [
+        name,
+        arm["version"],
+        arm["requests"],
+        arm["errors"],
+        "-" if arm["error_rate"] is None else f"{100 * arm['error_rate']:.2f}",
+        arm["fallbacks"],
+        ms(latency.get("p50_ms")),
+        ms(latency.get("p99_ms")),
+        "-" if accuracy is None else f"{accuracy:.3f} ({arm['feedback_total']})",
+    ]
 
 
 def print_audit(entries: list[dict[str, Any]]) -> None:

@@ -51,6 +51,11 @@ class ReleaseControl:
         self._counter = -1
         self._watcher = FlagFileWatcher(flags_dir, self._on_file_change)
         self._poller: asyncio.Task[None] | None = None
+        self._reload_listeners: list[Callable[[dict[str, FlagRecord]], None]] = []
+
+    def on_reload(self, listener: Callable[[dict[str, FlagRecord]], None]) -> None:
+        """Call `listener` with the flags in force (by key) each time they are applied."""
+        self._reload_listeners.append(listener)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -87,6 +92,8 @@ class ReleaseControl:
         self.router.set_flags({key: record.flag for key, record in good.items()})
         self._records = good
         self._counter = counter
+        for listener in self._reload_listeners:
+            listener(dict(good))
         for key, record in good.items():
             self._metrics.set_flag_version(key, record.version)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -27,12 +28,19 @@ class Limits(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """What a version answered: its outputs in manifest (or requested) order."""
+    """What a version answered: its outputs in manifest (or requested) order.
+
+    `inputs` are the decoded input tensors it ran on, and `raw_outputs` every output it
+    returned (checked against its manifest), whichever the client asked for: shadow mode
+    compares them with other versions after the response is sent.
+    """
 
     model: str
     version: str
     outputs: list[tuple[TensorSpec, Tensor]]
     latency_s: float
+    inputs: Mapping[str, Tensor] = field(default_factory=dict)
+    raw_outputs: Mapping[str, Tensor] = field(default_factory=dict)
 
 
 def new_request_id() -> str:
@@ -77,7 +85,9 @@ class DataPlane:
                 latency = time.perf_counter() - started
             _check_outputs(model, loaded.version, manifest, raw, batch_rows)
             outcome = "ok"
-            return Prediction(model, loaded.version, [(s, raw[s.name]) for s in wanted], latency)
+            return Prediction(
+                model, loaded.version, [(s, raw[s.name]) for s in wanted], latency, inputs, raw
+            )
         finally:
             self._metrics.observe_request(model, loaded.version, outcome, latency, variant)
 
@@ -123,7 +133,7 @@ def _check_outputs(
     for spec in manifest.outputs:
         problem = check_output(spec, raw.get(spec.name), batch_rows)
         if problem is not None:
-            raise InferenceFailed(model, version, problem)
+            raise InferenceFailed(model, version, problem, kind="invalid_output")
 
 
 def _batch_rows(manifest: Manifest, inputs: dict[str, Tensor]) -> int | None:

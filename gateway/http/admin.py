@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from gateway.control import ReleaseControl
+from gateway.control.guarding import GuardService
 from gateway.control.releases import FlagEdit
 from gateway.dataplane.codec import encode_json
 from gateway.errors import InvalidRequest
@@ -25,6 +26,7 @@ class RolloutBody(msgspec.Struct, forbid_unknown_fields=True):
     version: str
     percent: int
     reason: str = ""
+    force: bool = False
 
 
 class CohortBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,7 +46,7 @@ class ReasonBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: str = ""
 
 
-async def _body(request: Request[Any, Any, Any], kind: type[T]) -> T:
+async def decode_body(request: Request[Any, Any, Any], kind: type[T]) -> T:
     raw = await request.body()
     try:
         return msgspec.json.decode(raw or b"{}", type=kind)
@@ -69,7 +71,7 @@ def expected_version(request: Request[Any, Any, Any]) -> int | None:
     return int(value)
 
 
-def _json(value: Any, record: FlagRecord | None = None) -> Response[bytes]:
+def json_response(value: Any, record: FlagRecord | None = None) -> Response[bytes]:
     headers = {"etag": etag(record)} if record is not None else None
     return Response(encode_json(value), media_type="application/json", headers=headers)
 
@@ -93,7 +95,7 @@ class FlagsController(Controller):
     @get("/", guards=[viewer_guard], summary="Flag keys with their version and ETag")
     async def list_flags(self, control: NamedDependency[ReleaseControl]) -> Response[bytes]:
         records = await control.flags()
-        return _json(
+        return json_response(
             {
                 "flags": [
                     {
@@ -114,7 +116,7 @@ class FlagsController(Controller):
         self, key: FromPath[str], control: NamedDependency[ReleaseControl]
     ) -> Response[bytes]:
         record = await control.flag(key)
-        return _json(record.flag, record)
+        return json_response(record.flag, record)
 
     @put(
         "/{key:str}",
@@ -129,7 +131,7 @@ class FlagsController(Controller):
         control: NamedDependency[ReleaseControl],
         reason: FromQuery[str] = "",
     ) -> Response[bytes]:
-        flag = await _body(request, dict[str, Any])
+        flag = await decode_body(request, dict[str, Any])
         record = await control.replace(
             key,
             flag,
@@ -137,7 +139,7 @@ class FlagsController(Controller):
             actor=principal_of(request).name,
             reason=reason,
         )
-        return _json(record.flag, record)
+        return json_response(record.flag, record)
 
 
 class ReleasesController(Controller):
@@ -148,10 +150,13 @@ class ReleasesController(Controller):
 
     @get("/", guards=[viewer_guard], summary="Variants, split, cohorts, shadows, flag version")
     async def status(
-        self, model: FromPath[str], control: NamedDependency[ReleaseControl]
+        self,
+        model: FromPath[str],
+        control: NamedDependency[ReleaseControl],
+        guard: NamedDependency[GuardService],
     ) -> Response[bytes]:
         record = await control.release_record(model)
-        return _json(release_view(record), record)
+        return json_response(release_view(record) | {"guard": guard.status(model)}, record)
 
     async def _edit(
         self,
@@ -161,6 +166,7 @@ class ReleasesController(Controller):
         action: str,
         reason: str,
         edit: FlagEdit,
+        evidence: dict[str, Any] | None = None,
     ) -> Response[bytes]:
         record = await control.edit(
             model,
@@ -169,8 +175,9 @@ class ReleasesController(Controller):
             expected_version=expected_version(request),
             actor=principal_of(request).name,
             reason=reason,
+            evidence=evidence,
         )
-        return _json(release_view(record), record)
+        return json_response(release_view(record), record)
 
     @post("/rollout", guards=[release_manager_guard], status_code=200, summary="Candidate %")
     async def rollout(
@@ -178,15 +185,18 @@ class ReleasesController(Controller):
         request: Request[Any, Any, Any],
         model: FromPath[str],
         control: NamedDependency[ReleaseControl],
+        guard: NamedDependency[GuardService],
     ) -> Response[bytes]:
-        body = await _body(request, RolloutBody)
+        body = await decode_body(request, RolloutBody)
+        evidence = guard.offline_gate(model, body.version, force=body.force)
         return await self._edit(
             request,
             control,
             model,
-            "rollout",
+            "rollout_forced" if evidence else "rollout",
             body.reason,
             lambda flag: operations.set_rollout(flag, body.version, body.percent),
+            evidence,
         )
 
     @post("/cohorts", guards=[release_manager_guard], status_code=200, summary="Add a cohort rule")
@@ -196,7 +206,7 @@ class ReleasesController(Controller):
         model: FromPath[str],
         control: NamedDependency[ReleaseControl],
     ) -> Response[bytes]:
-        body = await _body(request, CohortBody)
+        body = await decode_body(request, CohortBody)
         return await self._edit(
             request,
             control,
@@ -236,7 +246,7 @@ class ReleasesController(Controller):
         model: FromPath[str],
         control: NamedDependency[ReleaseControl],
     ) -> Response[bytes]:
-        body = await _body(request, ShadowBody)
+        body = await decode_body(request, ShadowBody)
         return await self._edit(
             request,
             control,
@@ -264,7 +274,7 @@ class ReleasesController(Controller):
             raise InvalidRequest(
                 f"unknown release action {action!r}; use one of {sorted(_SIMPLE_ACTIONS)}"
             )
-        body = await _body(request, ReasonBody)
+        body = await decode_body(request, ReasonBody)
         return await self._edit(request, control, model, action, body.reason, edit)
 
 
@@ -290,4 +300,4 @@ class AuditController(Controller):
         if not 1 <= limit <= MAX_AUDIT_LIMIT:
             raise InvalidRequest(f"limit must be between 1 and {MAX_AUDIT_LIMIT}")
         entries = await control.store.audit(model=model, limit=limit)
-        return _json({"entries": entries})
+        return json_response({"entries": entries})

@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException
 from gateway import errors
 from gateway.dataplane.codec import encode_json
 from gateway.flags.errors import CohortExists, CohortNotFound, InvalidFlag, InvalidOperation
+from gateway.guard.errors import InvalidPolicy, OfflineGateRefused, RampInProgress, RampNotFound
 from gateway.security.tokens import TokenConfigError
 from gateway.state.errors import StoreUnavailable, VersionConflict
 
@@ -23,6 +24,10 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], int], ...] = (
     (errors.InvalidRequest, 400),
     (errors.InvalidName, 400),
     (VersionConflict, 412),
+    (OfflineGateRefused, 409),
+    (RampInProgress, 409),
+    (RampNotFound, 409),
+    (InvalidPolicy, 400),
     (CohortNotFound, 404),
     (CohortExists, 409),
     (InvalidFlag, 400),

@@ -1,4 +1,4 @@
-"""V2 infer (routed and pinned) and KServe V1 `:predict`: decode, hand to the data plane, encode."""
+"""V2 infer (routed and pinned) and KServe V1 `:predict`: decode, serve, encode."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from gateway.dataplane import DataPlane, InferenceRequest, Prediction, RequestInput, new_request_id
+from gateway.dataplane import InferenceRequest, Prediction, RequestInput, new_request_id
 from gateway.dataplane.codec import (
     check_content_type,
     decode_request,
@@ -20,9 +20,9 @@ from gateway.dataplane.codec import (
 )
 from gateway.dataplane.v2 import V1PredictRequest
 from gateway.errors import InvalidRequest, VersionNotFound
-from gateway.flags.router import RouteDecision, Router
+from gateway.flags.router import Attribute
 from gateway.http.context import CONTEXT_HEADER_PREFIX, attributes, targeting_key
-from gateway.observability.access import AccessLog
+from gateway.serving import Served, Serving
 
 _v1_decoder = msgspec.json.Decoder(V1PredictRequest)
 HEADER_LENGTH = "inference-header-content-length"
@@ -36,17 +36,15 @@ class InferenceController(Controller):
     @post(
         "/v2/models/{model:str}/infer",
         status_code=200,
-        summary="Infer with the model's serving version",
+        summary="Infer with the version the model's release flag routes to",
     )
     async def infer(
         self,
         request: Request[Any, Any, Any],
         model: FromPath[str],
-        dataplane: NamedDependency[DataPlane],
-        access_log: NamedDependency[AccessLog],
-        router: NamedDependency[Router],
+        serving: NamedDependency[Serving],
     ) -> Response[bytes]:
-        return await _infer(request, model, None, dataplane, access_log, router)
+        return await _infer(request, model, None, serving)
 
     @post(
         "/v2/models/{model:str}/versions/{version:str}/infer",
@@ -58,11 +56,9 @@ class InferenceController(Controller):
         request: Request[Any, Any, Any],
         model: FromPath[str],
         version: FromPath[str],
-        dataplane: NamedDependency[DataPlane],
-        access_log: NamedDependency[AccessLog],
-        router: NamedDependency[Router],
+        serving: NamedDependency[Serving],
     ) -> Response[bytes]:
-        return await _infer(request, model, version, dataplane, access_log, router)
+        return await _infer(request, model, version, serving)
 
     @post(
         "/v1/models/{target:str}",
@@ -73,21 +69,16 @@ class InferenceController(Controller):
         self,
         request: Request[Any, Any, Any],
         target: FromPath[str],
-        dataplane: NamedDependency[DataPlane],
-        access_log: NamedDependency[AccessLog],
-        router: NamedDependency[Router],
+        serving: NamedDependency[Serving],
     ) -> Response[bytes]:
         model, _, verb = target.rpartition(":")
         if verb != "predict" or not model:
             raise VersionNotFound(f"no such V1 endpoint {target!r}; use /v1/models/<model>:predict")
         check_content_type(request.headers.get("content-type"))
         v1 = _decode_v1(await request.body())
-        request_id = new_request_id()
-        decision = route_request(router, model, request.headers, None, request_id)
-        manifest, _ = dataplane.registry.version(model, decision.serve).ready_runtime()
-        if len(manifest.inputs) != 1:
-            raise InvalidRequest("V1 :predict serves single-input models; use the V2 endpoint")
-        spec = manifest.inputs[0]
+        # The V1 body has no room for tensor metadata: the serving version's signature says
+        # what one instance is (every version of a model shares its input signature).
+        spec = _single_input(serving, model)
         v2 = InferenceRequest(
             inputs=[
                 RequestInput(
@@ -95,84 +86,78 @@ class InferenceController(Controller):
                 )
             ]
         )
-        variant = decision.variant or ""
-        prediction = dataplane.infer(model, decision.serve, v2, variant=variant)
-        access_log.served(
-            request_id=request_id,
-            model=model,
-            version=prediction.version,
-            latency_s=prediction.latency_s,
+        request_id = new_request_id()
+        key, context = _context(request.headers, None)
+        served = serving.serve(
+            model, None, v2, None, request_id=request_id, targeting_key=key, attributes=context
         )
         body = encode_json(
             {
-                "predictions": _rows(prediction),
+                "predictions": _rows(served.prediction),
                 "model_name": model,
-                "model_version": prediction.version,
+                "model_version": served.prediction.version,
                 "id": request_id,
             }
         )
-        return Response(
-            body, media_type="application/json", headers={"x-model-version": prediction.version}
-        )
+        return Response(body, media_type="application/json", headers=_headers(served))
 
 
 async def _infer(
-    request: Request[Any, Any, Any],
-    model: str,
-    version: str | None,
-    dataplane: DataPlane,
-    access_log: AccessLog,
-    router: Router,
+    request: Request[Any, Any, Any], model: str, version: str | None, serving: Serving
 ) -> Response[bytes]:
     headers = request.headers
     check_content_type(headers.get("content-type"))
     decoded = decode_request(await request.body(), headers.get(HEADER_LENGTH))
     v2 = decoded.request
     request_id = v2.id or new_request_id()
-    variant = reason = ""
-    if version is None:
-        decision = route_request(router, model, headers, v2.parameters, request_id)
-        version, variant, reason = decision.serve, decision.variant or "", decision.reason
+    key, context = _context(headers, v2.parameters) if version is None else (None, {})
     tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        prediction = dataplane.infer(model, version, v2, decoded.binary_inputs, variant=variant)
+        served = serving.serve(
+            model,
+            version,
+            v2,
+            decoded.binary_inputs,
+            request_id=request_id,
+            targeting_key=key,
+            attributes=context,
+        )
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
-    access_log.served(
-        request_id=request_id,
-        model=model,
-        version=prediction.version,
-        latency_s=prediction.latency_s,
-        variant=variant,
-        reason=reason,
-    )
+    prediction = served.prediction
     body, json_length = encode_response(
         model, prediction.version, request_id, prediction.outputs, wants_binary(v2)
     )
-    response_headers = {"x-model-version": prediction.version}
-    if reason:
-        response_headers["x-route-variant"] = variant
-        response_headers["x-route-reason"] = reason
+    response_headers = _headers(served)
     if json_length is None:
         return Response(body, media_type="application/json", headers=response_headers)
     response_headers["inference-header-content-length"] = str(json_length)
     return Response(body, media_type="application/octet-stream", headers=response_headers)
 
 
-def route_request(
-    router: Router,
-    model: str,
-    headers: Any,
-    parameters: dict[str, Any] | None,
-    request_id: str,
-) -> RouteDecision:
-    """Evaluate the model's release flag once for this request's context."""
-    key = targeting_key(headers, parameters)
-    context = attributes(headers.items() if _has_context(headers) else [], parameters)
-    if key is None:
-        # The request id is not sticky: evaluate, but keep it out of the repeat-user cache.
-        return router.route(model, request_id, context, cacheable=False)
-    return router.route(model, key, context)
+def _context(
+    headers: Any, parameters: dict[str, Any] | None
+) -> tuple[str | None, dict[str, Attribute]]:
+    """The targeting key and attributes of a request (DESIGN §4)."""
+    items = headers.items() if _has_context(headers) else []
+    return targeting_key(headers, parameters), attributes(items, parameters)
+
+
+def _headers(served: Served) -> dict[str, str]:
+    headers = {"x-model-version": served.prediction.version}
+    if served.reason:
+        headers["x-route-variant"] = served.variant
+        headers["x-route-reason"] = served.reason
+    if served.fallback:
+        headers["x-fallback"] = "true"
+    return headers
+
+
+def _single_input(serving: Serving, model: str) -> Any:
+    manifest, _ = serving.dataplane.registry.version(model).ready_runtime()
+    if len(manifest.inputs) != 1:
+        raise InvalidRequest("V1 :predict serves single-input models; use the V2 endpoint")
+    return manifest.inputs[0]
 
 
 def _has_context(headers: Any) -> bool:

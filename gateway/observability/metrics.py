@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Latencies of small CPU models sit between 50 µs and a few ms; slow ones reach seconds.
@@ -21,6 +24,22 @@ LATENCY_BUCKETS = (
     1.0,
     2.5,
 )
+
+# The largest absolute difference between two versions' outputs (probabilities: 0..1).
+DIFFERENCE_BUCKETS = (0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
+SHADOW_OUTCOMES = ("compared", "shadow_error", "timeout", "dropped", "primary_error")
+
+
+@dataclass(slots=True)
+class _PairMetrics:
+    """The metric children of one (model, primary, shadow) pair, and its agreement so far."""
+
+    agree: Counter
+    disagree: Counter
+    ratio: Gauge
+    difference: Histogram
+    agreed: int = 0
+    rows: int = 0
 
 
 class GatewayMetrics:
@@ -65,9 +84,103 @@ class GatewayMetrics:
             ["model"],
             registry=self.registry,
         )
+        self._shadow_requests = Counter(
+            "gateway_shadow_requests",
+            "Shadow runs by model, primary and shadow version, and outcome: compared, "
+            "shadow_error, timeout, dropped (budget full), primary_error (the primary failed).",
+            ["model", "primary", "shadow", "outcome"],
+            registry=self.registry,
+        )
+        self._shadow_rows = Counter(
+            "gateway_shadow_rows",
+            "Rows compared in shadow by pair, and whether the top classes agreed (agree) or not.",
+            ["model", "primary", "shadow", "result"],
+            registry=self.registry,
+        )
+        self._shadow_agreement = Gauge(
+            "gateway_shadow_agreement_ratio",
+            "Share of the rows compared in shadow whose top classes agreed, by pair, since this "
+            "process started.",
+            ["model", "primary", "shadow"],
+            registry=self.registry,
+        )
+        self._shadow_latency = Histogram(
+            "gateway_shadow_latency_seconds",
+            "Time a shadow version took to answer, by model and shadow version.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._shadow_difference = Histogram(
+            "gateway_shadow_max_abs_difference",
+            "Largest absolute difference between the primary's and the shadow's outputs.",
+            ["model", "primary", "shadow"],
+            buckets=DIFFERENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self._shadow_in_flight = Gauge(
+            "gateway_shadow_in_flight",
+            "Shadow runs holding a slot of the concurrency budget (a timed-out run holds its "
+            "slot until its thread returns).",
+            registry=self.registry,
+        )
+        self._shadow_drops = Counter(
+            "gateway_shadow_drops",
+            "Shadow runs dropped, by reason: budget (no free slot) or load (the event loop "
+            "is too busy serving primaries).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._loop_busy = Gauge(
+            "gateway_event_loop_busy_ratio",
+            "Smoothed CPU utilisation of the event loop's thread, where primaries run (0..1).",
+            registry=self.registry,
+        )
+        self._shadow_records = Counter(
+            "gateway_shadow_records",
+            "Comparison records by fate: written to the store, or dropped (buffer_full, "
+            "store_error).",
+            ["fate"],
+            registry=self.registry,
+        )
+        self._fallbacks = Counter(
+            "gateway_fallbacks",
+            "Requests a failing version left to the baseline, by the version that failed.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self._guard_decisions = Counter(
+            "gateway_guard_decisions",
+            "Guard decisions by model and kind (insufficient_data, healthy, breach, ready).",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self._guard_rollbacks = Counter(
+            "gateway_guard_rollbacks",
+            "Automatic rollbacks by model and the first rule that fired.",
+            ["model", "trigger"],
+            registry=self.registry,
+        )
+        self._ramp_advances = Counter(
+            "gateway_ramp_advances",
+            "Ramp steps taken (the last one promotes), by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self._webhook_failures = Counter(
+            "gateway_guard_webhook_failures",
+            "Guard webhook posts that failed or timed out (the flag change stands).",
+            ["model"],
+            registry=self.registry,
+        )
         # Label lookups cost more than the increment itself; children are cached per label set.
         self._request_children: dict[tuple[str, str, str, str], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
+        self._shadow_children: dict[tuple[str, str, str, str], Counter] = {}
+        self._agreement_lock = threading.Lock()
+        # Per shadow pair: its metric children and the running agreement (under the lock).
+        self._pairs: dict[tuple[str, str, str], _PairMetrics] = {}
+        self._shadow_latency_children: dict[tuple[str, str], Histogram] = {}
 
     def observe_request(
         self, model: str, version: str, outcome: str, latency_s: float | None, variant: str = ""
@@ -96,6 +209,83 @@ class GatewayMetrics:
 
     def count_http_error(self, status: int) -> None:
         self._http_errors.labels(str(status)).inc()
+
+    # -- shadow (called from the event loop and from shadow worker threads) ---------------
+
+    def count_shadow(
+        self, model: str, primary: str, shadow: str, outcome: str, count: int = 1
+    ) -> None:
+        key = (model, primary, shadow, outcome)
+        counter = self._shadow_children.get(key)
+        if counter is None:
+            counter = self._shadow_children[key] = self._shadow_requests.labels(*key)
+        counter.inc(count)
+
+    def observe_shadow_comparisons(
+        self,
+        model: str,
+        primary: str,
+        shadow: str,
+        *,
+        rows: int,
+        agreed_rows: int,
+        differences: list[float],
+    ) -> None:
+        """Count a batch of one pair's comparisons: rows compared and agreed, differences."""
+        key = (model, primary, shadow)
+        pair = self._pairs.get(key)
+        if pair is None:
+            pair = self._pairs[key] = _PairMetrics(
+                agree=self._shadow_rows.labels(*key, "agree"),
+                disagree=self._shadow_rows.labels(*key, "disagree"),
+                ratio=self._shadow_agreement.labels(*key),
+                difference=self._shadow_difference.labels(*key),
+            )
+        if rows > 0:
+            pair.agree.inc(agreed_rows)
+            pair.disagree.inc(rows - agreed_rows)
+            with self._agreement_lock:
+                pair.agreed += agreed_rows
+                pair.rows += rows
+                ratio = pair.agreed / pair.rows
+            pair.ratio.set(ratio)
+        for difference in differences:
+            pair.difference.observe(difference)
+
+    def observe_shadow_latency(self, model: str, version: str, latency_s: float) -> None:
+        key = (model, version)
+        histogram = self._shadow_latency_children.get(key)
+        if histogram is None:
+            histogram = self._shadow_latency_children[key] = self._shadow_latency.labels(*key)
+        histogram.observe(latency_s)
+
+    def count_shadow_drop(self, reason: str) -> None:
+        self._shadow_drops.labels(reason).inc()
+
+    def set_loop_busy(self, ratio: float) -> None:
+        self._loop_busy.set(ratio)
+
+    def set_shadow_in_flight(self, count: int) -> None:
+        self._shadow_in_flight.set(count)
+
+    def count_shadow_records(self, fate: str, count: int = 1) -> None:
+        if count:
+            self._shadow_records.labels(fate).inc(count)
+
+    def count_fallback(self, model: str, version: str) -> None:
+        self._fallbacks.labels(model, version).inc()
+
+    def observe_guard_decision(self, model: str, kind: str) -> None:
+        self._guard_decisions.labels(model, kind).inc()
+
+    def count_guard_rollback(self, model: str, trigger: str) -> None:
+        self._guard_rollbacks.labels(model, trigger).inc()
+
+    def count_ramp_advance(self, model: str) -> None:
+        self._ramp_advances.labels(model).inc()
+
+    def count_webhook_failure(self, model: str) -> None:
+        self._webhook_failures.labels(model).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

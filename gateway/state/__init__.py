@@ -1,4 +1,4 @@
-"""State: flag records and the append-only audit log behind one `Store` protocol.
+"""State: flag records, the append-only audit log and shadow comparisons behind one `Store`.
 
 `store` holds the records and the protocol, `sqlite` the embedded implementation, `files` the
 flags directory as a source (read once, then watched), `errors` the domain errors.
@@ -21,10 +21,22 @@ from gateway.state.files import (
     read_flag_files,
 )
 from gateway.state.sqlite import SQLiteStore
-from gateway.state.store import AuditEntry, DiffFn, FlagRecord, Store, whole_value_diff
+from gateway.state.store import (
+    AuditEntry,
+    ComparisonOutcome,
+    ComparisonRecord,
+    DiffFn,
+    FlagRecord,
+    OutputRecord,
+    Store,
+    TensorData,
+    whole_value_diff,
+)
 
 __all__ = [
     "AuditEntry",
+    "ComparisonOutcome",
+    "ComparisonRecord",
     "DiffFn",
     "FlagFileDoc",
     "FlagFileError",
@@ -33,10 +45,12 @@ __all__ = [
     "FlagFilesInvalid",
     "FlagRecord",
     "OnFlagFileChange",
+    "OutputRecord",
     "SQLiteStore",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TensorData",
     "VersionConflict",
     "parse_flag_document",
     "parse_flag_file",

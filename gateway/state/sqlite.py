@@ -13,10 +13,11 @@ path, and each transaction is a few statements long. The worst case is a write w
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -25,11 +26,19 @@ import msgspec
 import structlog
 
 from gateway.state.errors import StoreUnavailable, VersionConflict
-from gateway.state.store import AuditEntry, DiffFn, FlagRecord, whole_value_diff
+from gateway.state.store import (
+    AuditEntry,
+    ComparisonRecord,
+    DiffFn,
+    FlagRecord,
+    OutputRecord,
+    TensorData,
+    whole_value_diff,
+)
 
 _log = structlog.get_logger("gateway.state")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: shadow_comparisons
 MAX_AUDIT_LIMIT = 10_000
 
 _SCHEMA = """
@@ -67,6 +76,30 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('flag_changes', 0);
+CREATE TABLE IF NOT EXISTS shadow_comparisons (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    model TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    primary_version TEXT NOT NULL,
+    shadow_version TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    cohort TEXT NOT NULL,
+    context TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    agreed_rows INTEGER,
+    agree INTEGER,
+    max_abs_diff REAL,
+    primary_latency_ms REAL,
+    shadow_latency_ms REAL,
+    primary_error TEXT NOT NULL,
+    shadow_error TEXT NOT NULL,
+    inputs_dropped INTEGER NOT NULL,
+    payload TEXT
+);
+CREATE INDEX IF NOT EXISTS shadow_by_model_at ON shadow_comparisons (model, at);
+CREATE INDEX IF NOT EXISTS shadow_by_at ON shadow_comparisons (at);
 """
 
 # Literal statements only; every value travels as a parameter.
@@ -89,6 +122,33 @@ _SELECT_AUDIT_BY_MODEL = (
     "SELECT id, at, actor, action, key, model, reason, version_before, version_after, diff, "
     "evidence FROM audit WHERE model = ? ORDER BY id DESC LIMIT ?"
 )
+
+_COMPARISON_COLUMNS = (
+    "at, model, request_id, primary_version, shadow_version, outcome, variant, cohort, context, "
+    "rows, agreed_rows, agree, max_abs_diff, primary_latency_ms, shadow_latency_ms, "
+    "primary_error, shadow_error, inputs_dropped"
+)
+_INSERT_COMPARISON = (
+    f"INSERT INTO shadow_comparisons ({_COMPARISON_COLUMNS}, payload) "  # noqa: S608 - literals
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_PRUNE_BY_AGE = "DELETE FROM shadow_comparisons WHERE at < ?"
+_PRUNE_BY_COUNT = (
+    "DELETE FROM shadow_comparisons WHERE id <= "
+    "(SELECT id FROM shadow_comparisons ORDER BY id DESC LIMIT 1 OFFSET ?)"
+)
+
+
+class _Payload(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The bulky part of a comparison record, kept as one JSON column."""
+
+    primary_output: OutputRecord | None = None
+    shadow_output: OutputRecord | None = None
+    inputs: dict[str, TensorData] | None = None
+
+
+_decode_payload = msgspec.json.Decoder(_Payload).decode
+_decode_context = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
 
 # Sorted keys make the encoding canonical, so "same flag" is a byte comparison.
 _encode = msgspec.json.Encoder(order="sorted").encode
@@ -286,6 +346,78 @@ class SQLiteStore:
             row = db.execute("SELECT value FROM meta WHERE name = 'flag_changes'").fetchone()
         return int(row[0])
 
+    async def add_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
+        if not records:
+            return
+        await asyncio.to_thread(self._insert_comparisons, records)
+
+    def _insert_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
+        rows = [_comparison_row(record) for record in records]  # encoded off the event loop
+        with self._transaction("IMMEDIATE") as db:
+            db.executemany(_INSERT_COMPARISON, rows)
+
+    async def comparisons(
+        self,
+        model: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        primary: str | None = None,
+        shadow: str | None = None,
+        disagreements_only: bool = False,
+        payload: bool = True,
+        limit: int | None = None,
+    ) -> list[ComparisonRecord]:
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        where = ["model = ?"]
+        values: list[Any] = [model]
+        for clause, value in (
+            ("at >= ?", since),
+            ("at < ?", until),
+            ("primary_version = ?", primary),
+            ("shadow_version = ?", shadow),
+        ):
+            if value is not None:
+                where.append(clause)
+                values.append(value)
+        if disagreements_only:
+            where.append("agree = 0")
+        columns = _COMPARISON_COLUMNS + (", payload" if payload else "")
+        # The clauses are literals chosen above; every value travels as a parameter.
+        query = (
+            f"SELECT {columns} FROM shadow_comparisons WHERE {' AND '.join(where)} "  # noqa: S608
+            "ORDER BY at DESC, id DESC"
+        )
+        if limit is not None:
+            query += " LIMIT ?"
+            values.append(limit)
+        rows = await asyncio.to_thread(self._select, query, tuple(values))
+        return [_comparison_record(row) for row in rows]
+
+    def _select(self, query: str, values: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._guard() as db:
+            return db.execute(query, values).fetchall()
+
+    async def prune_comparisons(
+        self, *, older_than: float | None = None, keep_newest: int | None = None
+    ) -> int:
+        if keep_newest is not None and keep_newest < 0:
+            raise ValueError(f"keep_newest must not be negative, not {keep_newest}")
+        return await asyncio.to_thread(self._prune, older_than, keep_newest)
+
+    def _prune(self, older_than: float | None, keep_newest: int | None) -> int:
+        deleted = 0
+        with self._transaction("IMMEDIATE") as db:
+            if older_than is not None:
+                deleted += db.execute(_PRUNE_BY_AGE, (older_than,)).rowcount
+            if keep_newest is not None:
+                if keep_newest == 0:
+                    deleted += db.execute("DELETE FROM shadow_comparisons").rowcount
+                else:
+                    deleted += db.execute(_PRUNE_BY_COUNT, (keep_newest,)).rowcount
+        return deleted
+
     async def close(self) -> None:
         with self._lock:
             if not self._closed:
@@ -330,4 +462,77 @@ def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
         version_after=after,
         diff=_decode_diff(diff),
         evidence=None if evidence is None else _decode_evidence(evidence),
+    )
+
+
+def _comparison_row(record: ComparisonRecord) -> tuple[Any, ...]:
+    payload = _Payload(record.primary_output, record.shadow_output, record.inputs)
+    return (
+        record.at,
+        record.model,
+        record.request_id,
+        record.primary_version,
+        record.shadow_version,
+        record.outcome,
+        record.variant,
+        record.cohort,
+        _text(record.context),
+        record.rows,
+        record.agreed_rows,
+        None if record.agree is None else int(record.agree),
+        record.max_abs_diff,
+        record.primary_latency_ms,
+        record.shadow_latency_ms,
+        record.primary_error,
+        record.shadow_error,
+        int(record.inputs_dropped),
+        _text(payload),
+    )
+
+
+def _comparison_record(row: tuple[Any, ...]) -> ComparisonRecord:
+    (
+        at,
+        model,
+        request_id,
+        primary_version,
+        shadow_version,
+        outcome,
+        variant,
+        cohort,
+        context,
+        rows,
+        agreed_rows,
+        agree,
+        max_abs_diff,
+        primary_latency_ms,
+        shadow_latency_ms,
+        primary_error,
+        shadow_error,
+        inputs_dropped,
+        *rest,
+    ) = row
+    payload = _decode_payload(rest[0]) if rest and rest[0] is not None else _Payload()
+    return ComparisonRecord(
+        request_id=request_id,
+        at=at,
+        model=model,
+        primary_version=primary_version,
+        shadow_version=shadow_version,
+        outcome=outcome,
+        variant=variant,
+        cohort=cohort,
+        context=_decode_context(context),
+        rows=rows,
+        agreed_rows=agreed_rows,
+        agree=None if agree is None else bool(agree),
+        max_abs_diff=max_abs_diff,
+        primary_latency_ms=primary_latency_ms,
+        shadow_latency_ms=shadow_latency_ms,
+        primary_error=primary_error,
+        shadow_error=shadow_error,
+        primary_output=payload.primary_output,
+        shadow_output=payload.shadow_output,
+        inputs=payload.inputs,
+        inputs_dropped=bool(inputs_dropped),
     )

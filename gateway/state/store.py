@@ -1,4 +1,4 @@
-"""Flag records, audit entries and the one `Store` protocol every implementation satisfies.
+"""Flag records, audit entries, shadow comparisons, and the one `Store` protocol.
 
 The same contract suite (`tests/test_store_contract.py`) runs over every implementation: the
 embedded SQLite store today, Redis when several machines share one release.
@@ -6,8 +6,8 @@ embedded SQLite store today, Redis when several machines share one release.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -45,6 +45,63 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     evidence: dict[str, Any] | None
 
 
+ComparisonOutcome = Literal["compared", "shadow_error", "timeout", "primary_error"]
+"""How a shadow run ended: both sides answered and were compared; the shadow raised or broke
+its output signature; the shadow outlived its timeout; the primary failed (the shadow ran)."""
+
+
+class TensorData(msgspec.Struct, frozen=True, kw_only=True):
+    """A tensor as kept in a record: shape, V2 datatype and row-major data.
+
+    `data` is None when the tensor was larger than the bound on what a record keeps.
+    """
+
+    shape: list[int]
+    datatype: str
+    data: list[Any] | None = None
+
+
+class OutputRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One side's answer: its top class per row (None for a model without a class output)
+    and its output tensors (their data dropped when over the bound)."""
+
+    classes: list[str] | None = None
+    tensors: dict[str, TensorData] = {}
+
+
+class ComparisonRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One shadowed request: the primary's answer beside one shadow version's.
+
+    `agreed_rows` and `agree` are None when the two could not be compared (an error on either
+    side, or no class output). `at` is when the primary answered (seconds since the epoch).
+    `inputs` are kept only when the release says so and they fit its bound; `inputs_dropped`
+    says they were asked for but were too large. The payload fields (`primary_output`,
+    `shadow_output`, `inputs`) are None in reads that ask for no payload.
+    """
+
+    request_id: str
+    at: float
+    model: str
+    primary_version: str
+    shadow_version: str
+    outcome: ComparisonOutcome
+    variant: str = ""
+    cohort: str = ""
+    context: dict[str, str | int | float | bool] = {}
+    rows: int = 0
+    agreed_rows: int | None = None
+    agree: bool | None = None
+    max_abs_diff: float | None = None
+    primary_latency_ms: float | None = None
+    shadow_latency_ms: float | None = None
+    primary_error: str = ""
+    shadow_error: str = ""
+    primary_output: OutputRecord | None = None
+    shadow_output: OutputRecord | None = None
+    inputs: dict[str, TensorData] | None = None
+    inputs_dropped: bool = False
+
+
 def whole_value_diff(before: Any, after: Any) -> list[dict[str, Any]]:
     """The coarsest diff: nothing when equal, else one operation carrying both whole values.
 
@@ -57,7 +114,10 @@ def whole_value_diff(before: Any, after: Any) -> list[dict[str, Any]]:
 
 
 class Store(Protocol):
-    """Flags with versions, and the audit log. Every write of a flag is one atomic transaction."""
+    """Flags with versions, the audit log, and shadow comparisons.
+
+    Every write of a flag is one atomic transaction; comparisons are written in batches.
+    """
 
     async def get_flag(self, key: str) -> FlagRecord | None:
         """The flag under `key`, or None."""
@@ -108,6 +168,37 @@ class Store(Protocol):
 
     async def change_counter(self) -> int:
         """A number that grows on every flag write, in any process sharing the store."""
+        ...
+
+    async def add_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
+        """Append a batch of comparison records, all or none."""
+        ...
+
+    async def comparisons(
+        self,
+        model: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        primary: str | None = None,
+        shadow: str | None = None,
+        disagreements_only: bool = False,
+        payload: bool = True,
+        limit: int | None = None,
+    ) -> list[ComparisonRecord]:
+        """The model's records with `since <= at < until`, newest first (by `at`).
+
+        `primary`/`shadow` keep one version on that side; `disagreements_only` keeps records
+        whose top classes differ (`agree` is False); `payload=False` leaves `primary_output`,
+        `shadow_output` and `inputs` None (summaries need none of them); `limit` None: all.
+        """
+        ...
+
+    async def prune_comparisons(
+        self, *, older_than: float | None = None, keep_newest: int | None = None
+    ) -> int:
+        """Delete records with `at < older_than`, then all but the `keep_newest` most recently
+        written; return how many were deleted."""
         ...
 
     async def close(self) -> None:

@@ -1,0 +1,213 @@
+"""Ground truth for earlier predictions: a bounded log of what was predicted, joined to labels.
+
+The request path records each prediction (O(1)): the request id, the model, the version and
+variant that served, the predicted labels (one per row of the request), and later the
+labels of the versions that shadowed it. Feedback (`POST /v2/models/{model}/feedback`) joins
+true labels to those records and adds to each version's live accuracy through a
+`FeedbackSink` (`live.GuardStats`). The log holds at most `max_entries` predictions for at
+most `ttl_s` seconds; ids it no longer holds are reported as expired (as long as it still
+remembers them: up to `max_entries` more) and ids it never saw as unknown. Each prediction
+takes feedback once; a second label for it is reported as a duplicate.
+
+Labels compare by their text, so 3 and "3" are the same label. A request id is scoped to its
+model; a client that reuses an id replaces the older prediction.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+Label = str | int
+
+
+class FeedbackItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One entry of a feedback request: a prediction's id and its true label (a list, one per
+    row, for a request of several rows)."""
+
+    id: str
+    label: Label | list[Label]
+
+
+class VersionFeedback(msgspec.Struct):
+    """Labels joined for one version by one feedback call."""
+
+    version: str
+    served: bool
+    """True for the version that answered, False for one that shadowed it."""
+    correct: int = 0
+    total: int = 0
+
+
+class InvalidFeedback(msgspec.Struct, frozen=True):
+    id: str
+    reason: str
+
+
+class FeedbackResult(msgspec.Struct):
+    """What a feedback call did: how many ids joined, per version, and every id that did not."""
+
+    accepted: int = 0
+    versions: dict[str, VersionFeedback] = msgspec.field(default_factory=dict)
+    """Keyed by version, with shadows as '<version>:shadow'."""
+    unknown: list[str] = msgspec.field(default_factory=list)
+    expired: list[str] = msgspec.field(default_factory=list)
+    duplicate: list[str] = msgspec.field(default_factory=list)
+    invalid: list[InvalidFeedback] = msgspec.field(default_factory=list)
+
+
+class FeedbackSink(Protocol):
+    """Where joined labels go (`live.GuardStats` is one)."""
+
+    def record_feedback(
+        self,
+        model: str,
+        version: str,
+        correct: int,
+        total: int,
+        *,
+        served: bool,
+        variant: str | None = None,
+    ) -> None: ...
+
+
+class _Prediction:
+    __slots__ = ("answered", "at", "labels", "shadows", "variant", "version")
+
+    def __init__(
+        self, version: str, variant: str | None, labels: tuple[str, ...], at: float
+    ) -> None:
+        self.version = version
+        self.variant = variant
+        self.labels = labels
+        self.at = at
+        self.shadows: dict[str, tuple[str, ...]] = {}
+        self.answered = False
+
+
+class PredictionLog:
+    """Predictions by (model, request id), bounded in number and age."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 100_000,
+        ttl_s: float = 24 * 3600.0,
+        sink: FeedbackSink | None = None,
+    ) -> None:
+        if max_entries < 1 or not ttl_s > 0:
+            raise ValueError("a prediction log needs max_entries >= 1 and ttl_s > 0")
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._sink = sink
+        self._entries: OrderedDict[tuple[str, str], _Prediction] = OrderedDict()
+        self._gone: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def record(
+        self,
+        model: str,
+        request_id: str,
+        version: str,
+        labels: Sequence[Label],
+        *,
+        now: float,
+        variant: str | None = None,
+    ) -> None:
+        """The prediction `version` served (through `variant`) for `request_id`."""
+        key = (model, request_id)
+        entries = self._entries
+        entries[key] = _Prediction(version, variant, tuple(map(str, labels)), now)
+        entries.move_to_end(key)
+        self._gone.pop(key, None)
+        self._evict(now)
+
+    def record_shadow(
+        self, model: str, request_id: str, version: str, labels: Sequence[Label]
+    ) -> None:
+        """What `version` predicted for the same request as a shadow (dropped when the
+        prediction is no longer held)."""
+        entry = self._entries.get((model, request_id))
+        if entry is not None:
+            entry.shadows[version] = tuple(map(str, labels))
+
+    def join(self, model: str, items: Sequence[FeedbackItem], now: float) -> FeedbackResult:
+        """Join true labels to the predictions of `model` they name; report every id that
+        does not join, and why."""
+        result = FeedbackResult()
+        self._evict(now)
+        for item in items:
+            key = (model, item.id)
+            entry = self._entries.get(key)
+            if entry is None:
+                (result.expired if key in self._gone else result.unknown).append(item.id)
+                continue
+            if now - entry.at > self.ttl_s:
+                self._forget(key)
+                result.expired.append(item.id)
+                continue
+            if entry.answered:
+                result.duplicate.append(item.id)
+                continue
+            truth = (
+                tuple(map(str, item.label)) if isinstance(item.label, list) else (str(item.label),)
+            )
+            if len(truth) != len(entry.labels):
+                result.invalid.append(
+                    InvalidFeedback(
+                        item.id,
+                        f"{len(truth)} label(s) for a prediction of {len(entry.labels)} row(s)",
+                    )
+                )
+                continue
+            entry.answered = True
+            result.accepted += 1
+            self._add(result, model, entry.version, entry.labels, truth, variant=entry.variant)
+            for version, labels in entry.shadows.items():
+                if len(labels) == len(truth):
+                    self._add(result, model, version, labels, truth, served=False)
+        return result
+
+    def _add(
+        self,
+        result: FeedbackResult,
+        model: str,
+        version: str,
+        predicted: tuple[str, ...],
+        truth: tuple[str, ...],
+        *,
+        served: bool = True,
+        variant: str | None = None,
+    ) -> None:
+        name = version if served else f"{version}:shadow"
+        summary = result.versions.get(name)
+        if summary is None:
+            summary = result.versions[name] = VersionFeedback(version, served)
+        correct = sum(p == t for p, t in zip(predicted, truth, strict=True))
+        summary.correct += correct
+        summary.total += len(truth)
+        if self._sink is not None:
+            self._sink.record_feedback(
+                model, version, correct, len(truth), served=served, variant=variant
+            )
+
+    def _evict(self, now: float) -> None:
+        """Drop the oldest predictions while there are too many or they are too old."""
+        entries = self._entries
+        while entries:
+            key, oldest = next(iter(entries.items()))
+            if len(entries) <= self.max_entries and now - oldest.at <= self.ttl_s:
+                break
+            self._forget(key)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._entries.pop(key, None)
+        self._gone[key] = None
+        self._gone.move_to_end(key)
+        while len(self._gone) > self.max_entries:
+            self._gone.popitem(last=False)

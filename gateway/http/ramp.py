@@ -1,0 +1,102 @@
+"""Staged ramps: start one behind the offline gate; pause, resume or abort it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from gateway.control import ReleaseControl
+from gateway.control.guarding import GuardService
+from gateway.errors import InvalidRequest
+from gateway.guard import ramp as ramps
+from gateway.http.admin import decode_body, expected_version, json_response, release_view
+from gateway.http.auth import principal_of, release_manager_guard
+
+
+class RampBody(msgspec.Struct, forbid_unknown_fields=True):
+    version: str
+    steps: list[int] = msgspec.field(default_factory=lambda: [1, 5, 25, 50, 100])
+    bake_s: float = 60.0
+    force: bool = False
+    reason: str = ""
+
+
+class ReasonBody(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str = ""
+
+
+def _pause(flag: dict[str, Any], _now: float) -> dict[str, Any]:
+    return ramps.pause(flag)
+
+
+def _abort(flag: dict[str, Any], _now: float) -> dict[str, Any]:
+    return ramps.abort(flag)
+
+
+_CONTROLS: dict[str, Callable[[dict[str, Any], float], dict[str, Any]]] = {
+    "pause": _pause,
+    "resume": ramps.resume,
+    "abort": _abort,
+}
+
+
+class RampController(Controller):
+    path = "/admin/releases/{model:str}/ramp"
+    tags = ["admin"]
+
+    @post("/", guards=[release_manager_guard], status_code=200, summary="Start a staged ramp")
+    async def start(
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        control: NamedDependency[ReleaseControl],
+        guard: NamedDependency[GuardService],
+    ) -> Response[bytes]:
+        body = await decode_body(request, RampBody)
+        evidence = guard.offline_gate(model, body.version, force=body.force)
+        now = time.time()
+        record = await control.edit(
+            model,
+            lambda flag: ramps.start_ramp(flag, body.version, body.steps, body.bake_s, now),
+            action="ramp_start_forced" if evidence else "ramp_start",
+            expected_version=expected_version(request),
+            actor=principal_of(request).name,
+            reason=body.reason,
+            evidence=evidence,
+        )
+        return json_response(release_view(record) | {"guard": guard.status(model)}, record)
+
+    @post(
+        "/{action:str}",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="pause, resume or abort the ramp",
+    )
+    async def control_ramp(
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        action: FromPath[str],
+        control: NamedDependency[ReleaseControl],
+        guard: NamedDependency[GuardService],
+    ) -> Response[bytes]:
+        edit = _CONTROLS.get(action)
+        if edit is None:
+            raise InvalidRequest(f"unknown ramp action {action!r}; use pause, resume or abort")
+        body = await decode_body(request, ReasonBody)
+        now = time.time()
+        record = await control.edit(
+            model,
+            lambda flag: edit(flag, now),
+            action=f"ramp_{action}",
+            expected_version=expected_version(request),
+            actor=principal_of(request).name,
+            reason=body.reason,
+        )
+        return json_response(release_view(record) | {"guard": guard.status(model)}, record)

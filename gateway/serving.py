@@ -1,0 +1,218 @@
+"""The inference path in plain Python: route, predict (falling back to the baseline when the
+candidate fails), feed the guard and the prediction log, and hand the request to shadow mode.
+
+The HTTP layer only translates: it decodes the request and its evaluation context, calls
+`Serving.serve`, and encodes what comes back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway.control.guarding import GuardService
+from gateway.dataplane import DataPlane, InferenceRequest, Prediction
+from gateway.errors import InferenceFailed
+from gateway.flags.router import Attribute, RouteDecision, Router
+from gateway.guard import ErrorKind
+from gateway.observability.access import AccessLog
+from gateway.observability.metrics import GatewayMetrics
+from gateway.shadow.runner import ShadowRequest
+from gateway.shadow.service import ShadowService
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A request's answer and how it was routed."""
+
+    prediction: Prediction
+    variant: str = ""
+    reason: str = ""
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Routed:
+    decision: RouteDecision
+    targeting_key: str
+    context: Mapping[str, Attribute]
+
+
+class Serving:
+    """Everything one inference request touches, behind one call."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        router: Router,
+        shadows: ShadowService,
+        guard: GuardService,
+        access_log: AccessLog,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.dataplane = dataplane
+        self.router = router
+        self.shadows = shadows
+        self.guard = guard
+        self.access_log = access_log
+        self._metrics = metrics
+
+    def route(
+        self,
+        model: str,
+        targeting_key: str | None,
+        attributes: Mapping[str, Attribute],
+        request_id: str,
+    ) -> _Routed:
+        """Evaluate the model's release flag once for this request's context."""
+        if targeting_key is None:
+            # The request id is not sticky: evaluate, but keep it out of the repeat-user cache.
+            decision = self.router.route(model, request_id, attributes, cacheable=False)
+            return _Routed(decision, request_id, attributes)
+        return _Routed(
+            self.router.route(model, targeting_key, attributes), targeting_key, attributes
+        )
+
+    def serve(
+        self,
+        model: str,
+        version: str | None,
+        request: InferenceRequest,
+        binary_inputs: dict[str, bytes] | None,
+        *,
+        request_id: str,
+        targeting_key: str | None = None,
+        attributes: Mapping[str, Attribute] | None = None,
+    ) -> Served:
+        """Answer `request`: from `version` when pinned, else from the route the flag picks."""
+        if version is not None:
+            prediction = self.dataplane.infer(model, version, request, binary_inputs)
+            self._observe(prediction, None, request_id)
+            served = Served(prediction)
+        else:
+            routed = self.route(model, targeting_key, attributes or {}, request_id)
+            served = self._serve_routed(routed, request, binary_inputs, request_id)
+        self.access_log.served(
+            request_id=request_id,
+            model=model,
+            version=served.prediction.version,
+            latency_s=served.prediction.latency_s,
+            variant=served.variant,
+            reason=served.reason,
+        )
+        return served
+
+    def _serve_routed(
+        self,
+        routed: _Routed,
+        request: InferenceRequest,
+        binary_inputs: dict[str, bytes] | None,
+        request_id: str,
+    ) -> Served:
+        decision = routed.decision
+        variant = decision.variant or ""
+        started = time.perf_counter()
+        try:
+            prediction = self.dataplane.infer(
+                decision.model, decision.serve, request, binary_inputs, variant=variant
+            )
+        except InferenceFailed as failure:
+            if decision.shadows:
+                self._shadow(
+                    routed, request_id, None, failure.detail, started, request, binary_inputs
+                )
+            return self._fall_back(routed, failure, request, binary_inputs, request_id)
+        self._observe(prediction, decision.variant, request_id)
+        if decision.shadows:
+            self._shadow(routed, request_id, prediction)
+        return Served(prediction, variant, decision.reason)
+
+    def _fall_back(
+        self,
+        routed: _Routed,
+        failure: InferenceFailed,
+        request: InferenceRequest,
+        binary_inputs: dict[str, bytes] | None,
+        request_id: str,
+    ) -> Served:
+        """Answer from the baseline when the release allows it; the failure is counted
+        against the version that failed either way."""
+        decision = routed.decision
+        release = decision.release
+        can_fall_back = (
+            release is not None
+            and release.fallback
+            and decision.serve != release.baseline_route.serve
+        )
+        self.guard.live.observe(
+            decision.model,
+            decision.serve,
+            decision.variant,
+            None,
+            ErrorKind(failure.kind),
+            fallback=can_fall_back,
+        )
+        if release is None or not can_fall_back:
+            raise failure
+        baseline = release.baseline_route.serve
+        prediction = self.dataplane.infer(decision.model, baseline, request, binary_inputs)
+        self._metrics.count_fallback(decision.model, decision.serve)
+        # Outside the window (no variant): the baseline arm keeps its own traffic's figures.
+        self._observe(prediction, None, request_id)
+        return Served(prediction, decision.variant or "", decision.reason, fallback=True)
+
+    def _observe(self, prediction: Prediction, variant: str | None, request_id: str) -> None:
+        self.guard.live.observe(prediction.model, prediction.version, variant, prediction.latency_s)
+        labels = predicted_labels(prediction.raw_outputs)
+        if labels is not None:
+            self.guard.predictions.record(
+                prediction.model,
+                request_id,
+                prediction.version,
+                labels,
+                now=time.time(),
+                variant=variant,
+            )
+
+    def _shadow(
+        self,
+        routed: _Routed,
+        request_id: str,
+        prediction: Prediction | None,
+        error: str = "",
+        started: float | None = None,
+        request: InferenceRequest | None = None,
+        binary_inputs: dict[str, bytes] | None = None,
+    ) -> None:
+        """Hand the request to shadow mode: it returns at once, whatever happens."""
+        self.shadows.submit(
+            ShadowRequest(
+                decision=routed.decision,
+                request_id=request_id,
+                targeting_key=routed.targeting_key,
+                context=routed.context,
+                at=time.time(),
+                primary=prediction,
+                primary_error=error,
+                primary_latency_s=None if started is None else time.perf_counter() - started,
+                max_batch_rows=self.dataplane.limits.max_batch_rows,
+                request=request,
+                binary_inputs=binary_inputs,
+            )
+        )
+
+
+def predicted_labels(outputs: Mapping[str, Any]) -> list[int] | None:
+    """The predicted class per row: the `label` output, else the argmax of the first output."""
+    label = outputs.get("label")
+    if label is not None:
+        return np.asarray(label).reshape(-1).tolist()
+    for array in outputs.values():
+        values = np.asarray(array)
+        if values.ndim == 2 and values.dtype.kind == "f":
+            return values.argmax(axis=1).tolist()  # type: ignore[no-any-return]
+    return None

@@ -1,0 +1,136 @@
+"""How a release's shadows run: defaults from settings, overridden by the flag's metadata.
+
+A release flag keeps its shadow settings as flagd metadata (strings, numbers, booleans), so
+the flag stays a valid flagd document:
+
+    "metadata": {"model": "digits", ..., "shadow.timeoutMs": 250, "shadow.concurrency": 2,
+                 "shadow.keepInputs": true, "shadow.maxInputBytes": 16384}
+
+The sample percentage is not here: each shadow target in a route carries its own `percent`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import msgspec
+
+META_TIMEOUT_MS = "shadow.timeoutMs"
+META_CONCURRENCY = "shadow.concurrency"
+META_KEEP_INPUTS = "shadow.keepInputs"
+META_MAX_INPUT_BYTES = "shadow.maxInputBytes"
+SHADOW_KEYS = (META_TIMEOUT_MS, META_CONCURRENCY, META_KEEP_INPUTS, META_MAX_INPUT_BYTES)
+
+MAX_TIMEOUT_MS = 600_000.0
+MAX_INPUT_BYTES = 1024 * 1024
+
+
+class ShadowPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """One release's shadow settings."""
+
+    timeout_s: float = 0.5
+    """Each shadow version's run ends as a timeout after this long (the thread may go on)."""
+    concurrency: int = 128
+    """At most this many of the release's shadow runs in flight (queued for a batch or in
+    one); more are dropped, not queued."""
+    keep_inputs: bool = False
+    """Whether comparison records keep the request's input tensors."""
+    max_input_bytes: int = 16 * 1024
+    """Inputs larger than this (in tensor bytes) are not kept, even when keep_inputs is on."""
+
+
+class ShadowConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Process-wide shadow settings (from `Settings.shadow`)."""
+
+    threads: int = 2
+    """Worker threads that run shadow batches."""
+    batch_max: int = 64
+    """Runs one worker takes at once; `threads * batch_max` runs in flight at most."""
+    batch_window_s: float = 0.05
+    """How long a worker waits after the first queued run for more to join its batch."""
+    defaults: ShadowPolicy = ShadowPolicy()
+    """A release's policy where its metadata says nothing."""
+    max_output_values: int = 1024
+    """Output elements a record keeps per side; beyond them only shapes and top classes."""
+    keep_agreeing_outputs: bool = False
+    """Whether agreeing comparisons keep both output tensors too; by default they keep their
+    summary (top classes, largest difference) and only disagreements, errors and primary
+    failures keep the tensors."""
+    buffer_records: int = 10_000
+    """Records waiting in memory for the store; more are dropped and counted."""
+    flush_interval_s: float = 1.0
+    """How often buffered records are written to the store, in one batch."""
+    retention_s: float = 7 * 86400.0
+    """Records older than this are deleted."""
+    max_records: int = 100_000
+    """At most this many records are kept (the oldest go first)."""
+    shed_start: float = 0.8
+    """Event-loop load above which shadow runs start being shed (see `load`)."""
+    shed_full: float = 0.95
+    """Event-loop load above which every shadow run is shed."""
+    prune_interval_s: float = 60.0
+    drop_log_interval_s: float = 10.0
+    """How often dropped shadow work is logged (as one line with the counts)."""
+
+
+def policy_problems(metadata: Mapping[str, object]) -> list[str]:
+    """What is wrong with the `shadow.*` metadata of a flag (empty when all is well)."""
+    problems: list[str] = []
+    if META_TIMEOUT_MS in metadata and _timeout_s(metadata[META_TIMEOUT_MS]) is None:
+        problems.append(
+            f"metadata {META_TIMEOUT_MS!r} must be a number of milliseconds in "
+            f"(0, {MAX_TIMEOUT_MS:.0f}]"
+        )
+    if META_CONCURRENCY in metadata and _concurrency(metadata[META_CONCURRENCY]) is None:
+        problems.append(f"metadata {META_CONCURRENCY!r} must be a whole number >= 1")
+    if META_KEEP_INPUTS in metadata and not isinstance(metadata[META_KEEP_INPUTS], bool):
+        problems.append(f"metadata {META_KEEP_INPUTS!r} must be true or false")
+    if META_MAX_INPUT_BYTES in metadata and _input_bytes(metadata[META_MAX_INPUT_BYTES]) is None:
+        problems.append(
+            f"metadata {META_MAX_INPUT_BYTES!r} must be a whole number of bytes in "
+            f"[0, {MAX_INPUT_BYTES}]"
+        )
+    return problems
+
+
+def release_policy(metadata: Mapping[str, object], defaults: ShadowPolicy) -> ShadowPolicy:
+    """`defaults` with each valid `shadow.*` entry of `metadata` applied; an invalid entry
+    keeps its default (`policy_problems` says which)."""
+    timeout_s = _timeout_s(metadata.get(META_TIMEOUT_MS))
+    concurrency = _concurrency(metadata.get(META_CONCURRENCY))
+    keep = metadata.get(META_KEEP_INPUTS)
+    size = _input_bytes(metadata.get(META_MAX_INPUT_BYTES))
+    return ShadowPolicy(
+        timeout_s=defaults.timeout_s if timeout_s is None else timeout_s,
+        concurrency=defaults.concurrency if concurrency is None else concurrency,
+        keep_inputs=keep if isinstance(keep, bool) else defaults.keep_inputs,
+        max_input_bytes=defaults.max_input_bytes if size is None else size,
+    )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _integer(value: object) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _timeout_s(value: object) -> float | None:
+    millis = _number(value)
+    return millis / 1000.0 if millis is not None and 0 < millis <= MAX_TIMEOUT_MS else None
+
+
+def _concurrency(value: object) -> int | None:
+    count = _integer(value)
+    return count if count is not None and count >= 1 else None
+
+
+def _input_bytes(value: object) -> int | None:
+    size = _integer(value)
+    return size if size is not None and 0 <= size <= MAX_INPUT_BYTES else None

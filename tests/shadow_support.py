@@ -1,0 +1,249 @@
+"""Real model versions that fail in the ways shadow mode must survive, and flag helpers.
+
+`build_fault_repository` copies the demo `digits` versions (1 logistic, 2 MLP, 3 corrupted
+labels, 4 raising at inference) and adds ONNX versions built here with onnx.helper, each with
+the demo's signature and a true manifest:
+
+- 5 answers NaN probabilities (non-finite output),
+- 6 answers probabilities of shape [rows, 9] (breaks the declared [-1, 10]),
+- 7 runs an ONNX Loop of a calibrated trip count before answering: about SLOW_S seconds of
+  real work per request, whatever the machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from gateway.demo.digits import INPUTS, LABELS, OUTPUTS
+from gateway.repository.manifest import Manifest, encode_manifest, sha256_of
+from tests.conftest import REPO_ROOT
+
+RAISES, NAN, WRONG_SHAPE, SLOW = "4", "5", "6", "7"
+SLOW_S = 1.0
+OPSET = 17
+
+
+def _weights() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    rng = np.random.default_rng(7)
+    return (
+        rng.normal(0.0, 0.1, (64, 10)).astype(np.float32),
+        np.zeros(10, dtype=np.float32),
+    )
+
+
+def _graph_model(nodes: list[Any], initializers: list[Any], name: str) -> bytes:
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 64])],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", None]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    serialized: bytes = model.SerializeToString()
+    return serialized
+
+
+def _linear(before: list[Any], after: list[Any], extra_init: list[Any], name: str) -> bytes:
+    """pixels @ W + b = 'logits'; `before` makes 'final' of it; 'softmax' of 'final' and its
+    argmax 'label'; `after` makes 'probabilities' of 'softmax'."""
+    weight, bias = _weights()
+    nodes = [
+        helper.make_node("MatMul", ["pixels", "W"], ["scores"]),
+        helper.make_node("Add", ["scores", "B"], ["logits"]),
+        *before,
+        helper.make_node("Softmax", ["final"], ["softmax"], axis=1),
+        helper.make_node("ArgMax", ["final"], ["label"], axis=1, keepdims=0),
+        *after,
+    ]
+    initializers = [
+        numpy_helper.from_array(weight, "W"),
+        numpy_helper.from_array(bias, "B"),
+        *extra_init,
+    ]
+    return _graph_model(nodes, initializers, name)
+
+
+def nan_model() -> bytes:
+    """Softmax probabilities times NaN: every probability is NaN."""
+    nan = numpy_helper.from_array(np.array(np.nan, dtype=np.float32), "NAN")
+    return _linear(
+        [helper.make_node("Identity", ["logits"], ["final"])],
+        [helper.make_node("Mul", ["softmax", "NAN"], ["probabilities"])],
+        [nan],
+        "nan-output",
+    )
+
+
+def wrong_shape_model() -> bytes:
+    """Probabilities cut to 9 columns, where the manifest declares 10."""
+    starts = numpy_helper.from_array(np.array([0], dtype=np.int64), "STARTS")
+    ends = numpy_helper.from_array(np.array([9], dtype=np.int64), "ENDS")
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "AXES")
+    return _linear(
+        [helper.make_node("Identity", ["logits"], ["final"])],
+        [helper.make_node("Slice", ["softmax", "STARTS", "ENDS", "AXES"], ["probabilities"])],
+        [starts, ends, axes],
+        "wrong-shape",
+    )
+
+
+def slow_model(trips: int) -> bytes:
+    """A Loop of `trips` iterations whose result (times 0) feeds the logits: real work."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["acc_in", "ONE_INNER"], ["acc_out"]),
+        ],
+        "spin",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, []),
+        ],
+        [numpy_helper.from_array(np.array(1.0, dtype=np.float32), "ONE_INNER")],
+    )
+    init = [
+        numpy_helper.from_array(np.array(trips, dtype=np.int64), "TRIPS"),
+        numpy_helper.from_array(np.array(True), "TRUE"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "ZERO"),
+    ]
+    return _linear(
+        [
+            helper.make_node("Loop", ["TRIPS", "TRUE", "ZERO"], ["spun"], body=body),
+            helper.make_node("Mul", ["spun", "ZERO"], ["nothing"]),
+            helper.make_node("Add", ["logits", "nothing"], ["final"]),
+        ],
+        [helper.make_node("Identity", ["softmax"], ["probabilities"])],
+        init,
+        "slow",
+    )
+
+
+def _seconds(model: bytes) -> float:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    pixels = np.zeros((1, 64), dtype=np.float32)
+    session.run(None, {"pixels": pixels})
+    started = time.perf_counter()
+    session.run(None, {"pixels": pixels})
+    return time.perf_counter() - started
+
+
+@functools.cache
+def slow_trips(target_s: float = SLOW_S) -> int:
+    """A trip count that makes `slow_model` take about `target_s` on this machine."""
+    trips = 20_000
+    elapsed = _seconds(slow_model(trips))
+    while elapsed < 0.05:
+        trips *= 8
+        elapsed = _seconds(slow_model(trips))
+    return max(1, int(trips * target_s / elapsed))
+
+
+def write_version(model_dir: Path, version: str, artifact: bytes, description: str) -> None:
+    """An ONNX version with the demo's signature and a manifest that tells the truth."""
+    version_dir = model_dir / version
+    version_dir.mkdir(parents=True)
+    path = version_dir / "model.onnx"
+    path.write_bytes(artifact)
+    manifest = Manifest(
+        runtime="onnx",
+        file="model.onnx",
+        sha256=sha256_of(path),
+        inputs=INPUTS,
+        outputs=OUTPUTS,
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        description=description,
+        labels=LABELS,
+        platform="onnxruntime_onnx",
+    )
+    (version_dir / "manifest.json").write_bytes(encode_manifest(manifest))
+
+
+def build_fault_repository(demo_models: Path, root: Path) -> Path:
+    """The demo versions 1-4 plus versions 5 (NaN), 6 (wrong shape) and 7 (slow)."""
+    shutil.copytree(demo_models, root)
+    model_dir = root / "digits"
+    write_version(model_dir, NAN, nan_model(), "Answers NaN probabilities.")
+    write_version(model_dir, WRONG_SHAPE, wrong_shape_model(), "Answers 9 probabilities.")
+    write_version(model_dir, SLOW, slow_model(slow_trips()), f"Spins about {SLOW_S} s.")
+    return root
+
+
+def release_flag(
+    shadows: list[tuple[str, float]],
+    *,
+    serve: str = "1",
+    metadata: dict[str, Any] | None = None,
+    cohort: bool = False,
+) -> dict[str, Any]:
+    """The demo release flag with every request on the baseline (`serve`), shadowed by
+    `shadows` [(version, percent)]; `cohort` adds a named cohort `beta` (tier == beta) that
+    also routes to the baseline."""
+    doc = json.loads((REPO_ROOT / "flags" / "digits.json").read_text())
+    flag: dict[str, Any] = copy.deepcopy(doc["flags"]["digits-release"])
+    baseline: dict[str, Any] = {"serve": serve}
+    if shadows:
+        baseline["shadow"] = [{"version": v, "percent": p} for v, p in shadows]
+    flag["variants"]["baseline"] = baseline
+    rule = {"in": [{"var": "tier"}, ["beta"]]}
+    split = {"fractional": [["baseline", 100], ["candidate", 0]]}
+    flag["targeting"] = {"if": [rule, "baseline", split]} if cohort else split
+    meta = {k: v for k, v in flag["metadata"].items() if not k.startswith("cohort.")}
+    if cohort:
+        meta["cohort.beta"] = json.dumps(rule, sort_keys=True, separators=(",", ":"))
+    flag["metadata"] = meta | (metadata or {})
+    return flag
+
+
+def write_flags(flags_dir: Path, flag: dict[str, Any]) -> Path:
+    """A flags directory holding `flag` as the `digits-release` flag."""
+    flags_dir.mkdir(parents=True, exist_ok=True)
+    document = {
+        "$schema": "https://flagd.dev/schema/v0/flags.json",
+        "flags": {"digits-release": flag},
+    }
+    (flags_dir / "digits.json").write_text(json.dumps(document, indent=2))
+    return flags_dir
+
+
+def v2_body(pixels: np.ndarray[Any, Any], request_id: str | None = None) -> dict[str, Any]:
+    """A V2 infer request for `pixels` (rows of 64 floats)."""
+    rows = np.atleast_2d(pixels)
+    body: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "pixels",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.ravel().tolist(),
+            }
+        ]
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return body

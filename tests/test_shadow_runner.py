@@ -1,0 +1,549 @@
+"""Shadow runs off the request path, over real model versions: budget, sampling, timeouts,
+failures, the record buffer, batching to the store, retention and the drop log."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.dataplane import DataPlane, InferenceRequest, Limits, Prediction, RequestInput
+from gateway.demo.digits import held_out_digits
+from gateway.flags.document import ShadowTarget
+from gateway.flags.router import RouteDecision
+from gateway.observability.metrics import GatewayMetrics
+from gateway.repository import ModelRegistry
+from gateway.runtimes import RuntimeOptions
+from gateway.shadow.load import LoopLoad, thread_demand_s
+from gateway.shadow.policy import ShadowConfig, ShadowPolicy
+from gateway.shadow.recorder import ComparisonRecorder
+from gateway.shadow.runner import ShadowRequest, ShadowRunner
+from gateway.shadow.service import ShadowService
+from gateway.state import ComparisonRecord, SQLiteStore, StoreUnavailable
+from tests.shadow_support import NAN, RAISES, SLOW, SLOW_S, WRONG_SHAPE, build_fault_repository
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def registry(
+    demo_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModelRegistry]:
+    """The demo versions and the failing ones (5 NaN, 6 wrong shape, 7 slow), loaded."""
+    root = build_fault_repository(demo_models, tmp_path_factory.mktemp("faults") / "models")
+    loaded = ModelRegistry.load(root, RuntimeOptions())
+    yield loaded
+    loaded.unload()
+
+
+def v2(rows: int = 1, offset: int = 0) -> InferenceRequest:
+    pixels = held_out_digits()[0][offset : offset + rows]
+    return InferenceRequest(
+        inputs=[RequestInput("pixels", [rows, 64], "FP32", pixels.ravel().tolist())]
+    )
+
+
+def decision(*shadows: tuple[str, float], serve: str = "1") -> RouteDecision:
+    targets = tuple(ShadowTarget(version, percent) for version, percent in shadows)
+    return RouteDecision("digits", "digits-release", "baseline", "STATIC", serve, targets, None)
+
+
+def answered(registry: ModelRegistry, route: RouteDecision, rows: int = 1) -> ShadowRequest:
+    """A request whose primary (route.serve) really answered through the data plane."""
+    prediction: Prediction = DataPlane(registry, Limits(), GatewayMetrics()).infer(
+        "digits", route.serve, v2(rows)
+    )
+    return ShadowRequest(
+        decision=route,
+        request_id=f"req-{time.perf_counter_ns()}",
+        targeting_key="user-1",
+        context={"tier": "free"},
+        at=time.time(),
+        primary=prediction,
+    )
+
+
+def config(
+    threads: int = 4, concurrency: int = 4, timeout_s: float = 5.0, window_s: float = 0.005
+) -> ShadowConfig:
+    return ShadowConfig(
+        threads=threads,
+        batch_window_s=window_s,
+        defaults=ShadowPolicy(timeout_s=timeout_s, concurrency=concurrency, keep_inputs=True),
+    )
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+def counted(metrics: GatewayMetrics, shadow: str, outcome: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "gateway_shadow_requests_total",
+        {"model": "digits", "primary": "1", "shadow": shadow, "outcome": outcome},
+    )
+    return value or 0.0
+
+
+@pytest.mark.anyio
+async def test_compared_record_carries_both_sides(registry: ModelRegistry) -> None:
+    """A shadow that answers gives a 'compared' record: both outputs, classes, agreement,
+    difference, both latencies, context, and the inputs (the policy keeps them)."""
+    records: list[ComparisonRecord] = []
+    metrics = GatewayMetrics()
+    runner = ShadowRunner(registry, metrics, config(), records.extend)
+    request = answered(registry, decision(("2", 100)), rows=3)
+
+    assert runner.submit(request) == 1
+    await until(lambda: len(records) == 1)
+    runner.shutdown()
+
+    record = records[0]
+    assert (record.outcome, record.primary_version, record.shadow_version) == ("compared", "1", "2")
+    assert (record.request_id, record.context, record.rows) == (
+        request.request_id,
+        {"tier": "free"},
+        3,
+    )
+    assert record.primary_output is not None
+    assert record.shadow_output is not None
+    assert record.primary_output.classes is not None
+    assert record.shadow_output.classes is not None
+    agreed = sum(
+        a == b
+        for a, b in zip(record.primary_output.classes, record.shadow_output.classes, strict=True)
+    )
+    assert record.agreed_rows == agreed
+    assert record.agree is (agreed == 3)
+    assert record.max_abs_diff is not None
+    assert 0.0 <= record.max_abs_diff <= 1.0
+    assert record.primary_latency_ms is not None
+    assert record.shadow_latency_ms is not None
+    assert record.inputs is not None
+    assert record.inputs["pixels"].shape == [3, 64]
+    assert counted(metrics, "2", "compared") == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("version", "words"),
+    [
+        (RAISES, "InferenceFailed|Gather|indices|RuntimeException|Fail"),
+        (NAN, "non-finite"),
+        (WRONG_SHAPE, "shape"),
+    ],
+)
+async def test_failing_shadow_is_recorded_and_counted(
+    registry: ModelRegistry, version: str, words: str
+) -> None:
+    """A shadow that raises or answers outside its signature becomes a 'shadow_error' record
+    saying why, for every run of a batch, counted in the metrics; the primary's answer is
+    kept beside it."""
+    records: list[ComparisonRecord] = []
+    metrics = GatewayMetrics()
+    runner = ShadowRunner(registry, metrics, config(window_s=0.05), records.extend)
+
+    for rows in (1, 2, 1):  # one batch of three: it fails, and so does each run alone
+        runner.submit(answered(registry, decision((version, 100)), rows=rows))
+    await until(lambda: len(records) == 3)
+    runner.shutdown()
+
+    for record in records:
+        assert record.outcome == "shadow_error"
+        assert re.search(words, record.shadow_error), record.shadow_error
+        assert (record.agree, record.shadow_output) == (None, None)
+        assert record.primary_output is not None
+    assert counted(metrics, version, "shadow_error") == 3
+
+
+@pytest.mark.anyio
+async def test_hung_shadow_times_out_keeps_its_slot_and_drops_the_rest(
+    registry: ModelRegistry,
+) -> None:
+    """With a budget of one, a slow shadow takes the slot: the next submits are dropped at
+    once and counted; the slow run is settled as a timeout after the release's timeout while
+    its thread still holds the slot; its late answer writes nothing; then the slot frees."""
+    records: list[ComparisonRecord] = []
+    metrics = GatewayMetrics()
+    runner = ShadowRunner(registry, metrics, config(1, 1, timeout_s=0.1), records.extend)
+    route = decision((SLOW, 100))
+    requests = [answered(registry, route) for _ in range(3)]
+    watch = asyncio.create_task(runner.watch(0.01))
+
+    started = time.perf_counter()
+    accepted = [runner.submit(request) for request in requests]
+    submit_s = time.perf_counter() - started
+
+    assert accepted == [1, 0, 0]
+    assert submit_s < 0.05
+    assert counted(metrics, SLOW, "dropped") == 2
+    assert runner.take_drops() == {("digits", "1", SLOW, "budget"): 2}
+    await until(lambda: len(records) == 1, timeout_s=2.0)
+    assert records[0].outcome == "timeout"
+    assert "100 ms" in records[0].shadow_error
+    assert runner.in_flight == 1  # the thread is still spinning
+    assert runner.submit(answered(registry, route)) == 0
+    await until(lambda: runner.in_flight == 0, timeout_s=SLOW_S * 5)
+    assert len(records) == 1
+    assert counted(metrics, SLOW, "timeout") == 1
+    assert metrics.registry.get_sample_value("gateway_shadow_in_flight") in {0.0, 1.0}
+    watch.cancel()
+    runner.shutdown()
+
+
+@pytest.mark.anyio
+async def test_in_flight_runs_are_capped_per_release_and_in_all(registry: ModelRegistry) -> None:
+    """A release may not hold more slots than its concurrency, nor all releases together more
+    than threads x batch_max; shutting down gives the queued runs' slots back."""
+    records: list[ComparisonRecord] = []
+    per_release = ShadowRunner(registry, GatewayMetrics(), config(2, 3, 5.0), records.extend)
+    overall = ShadowRunner(
+        registry,
+        GatewayMetrics(),
+        msgspec.structs.replace(config(2, 100, 5.0), batch_max=2),
+        records.extend,
+    )
+    request = answered(registry, decision((SLOW, 100)))
+
+    assert [per_release.submit(request) for _ in range(5)] == [1, 1, 1, 0, 0]
+    assert [overall.submit(request) for _ in range(6)] == [1, 1, 1, 1, 0, 0]
+    for runner in (per_release, overall):
+        runner.shutdown()
+    await until(lambda: per_release.in_flight == overall.in_flight == 0, timeout_s=SLOW_S * 5)
+    assert records == []
+
+
+@pytest.mark.anyio
+async def test_sample_percentage_draws_per_request(registry: ModelRegistry) -> None:
+    """A shadow at p % runs on about p % of requests; at 0 % on none, at 100 % on all."""
+    records: list[ComparisonRecord] = []
+    runner = ShadowRunner(
+        registry, GatewayMetrics(), config(), records.extend, rng=random.Random(4)
+    )
+    request = answered(registry, decision(("2", 25), ("3", 0)))
+    always = answered(registry, decision(("2", 100)))
+
+    started = 0
+    for _ in range(200):
+        started += runner.submit(request)
+        await until(lambda: runner.in_flight == 0)
+    for _ in range(20):
+        started += runner.submit(always)
+        await until(lambda: runner.in_flight == 0)
+    runner.shutdown()
+
+    assert 30 <= started - 20 <= 70  # binomial(200, 0.25): mean 50, sd 6
+    assert {record.shadow_version for record in records} == {"2"}
+
+
+@pytest.mark.anyio
+async def test_shadow_runs_when_the_primary_failed(registry: ModelRegistry) -> None:
+    """When the primary fails, the shadow decodes the inputs itself and its answer is kept in
+    a 'primary_error' record with the primary's error."""
+    records: list[ComparisonRecord] = []
+    metrics = GatewayMetrics()
+    runner = ShadowRunner(registry, metrics, config(), records.extend)
+    request = ShadowRequest(
+        decision=decision(("2", 100), serve=RAISES),
+        request_id="failed-1",
+        targeting_key="k",
+        context={},
+        at=time.time(),
+        primary=None,
+        primary_error="Gather index out of bounds",
+        primary_latency_s=0.001,
+        request=v2(2),
+    )
+
+    runner.submit(request)
+    await until(lambda: len(records) == 1)
+    runner.shutdown()
+
+    record = records[0]
+    assert (record.outcome, record.primary_version) == ("primary_error", RAISES)
+    assert record.primary_error == "Gather index out of bounds"
+    assert record.shadow_output is not None
+    assert record.shadow_output.classes is not None
+    assert len(record.shadow_output.classes) == 2
+    assert record.primary_output is None
+    assert metrics.registry.get_sample_value(
+        "gateway_shadow_requests_total",
+        {"model": "digits", "primary": RAISES, "shadow": "2", "outcome": "primary_error"},
+    )
+
+
+def sample_record(request_id: str, at: float = 1.0) -> ComparisonRecord:
+    return ComparisonRecord(
+        request_id=request_id,
+        at=at,
+        model="digits",
+        primary_version="1",
+        shadow_version="2",
+        outcome="compared",
+        rows=1,
+        agreed_rows=1,
+        agree=True,
+    )
+
+
+@pytest.mark.anyio
+async def test_buffer_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
+    """Past its capacity the buffer drops records and counts them; a flush writes the rest in
+    one go and empties it."""
+    store = SQLiteStore(tmp_path / "state.db")
+    metrics = GatewayMetrics()
+    recorder = ComparisonRecorder(store, metrics, capacity=3)
+
+    lost = [recorder.add([sample_record(str(i))]) for i in range(2)]
+    lost.append(recorder.add([sample_record(str(i)) for i in range(2, 5)]))
+
+    assert lost == [0, 0, 2]
+    assert recorder.take_dropped() == 2
+    assert (
+        metrics.registry.get_sample_value("gateway_shadow_records_total", {"fate": "buffer_full"})
+        == 2
+    )
+    assert await recorder.flush() == 3
+    assert recorder.pending == 0
+    assert len(await store.comparisons("digits")) == 3
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_records_wait_while_the_store_is_locked(tmp_path: Path) -> None:
+    """When the store cannot write (another process holds the file's lock), the batch goes
+    back to the buffer and is written by the next flush once the lock is gone."""
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path, busy_timeout_s=0.05)
+    recorder = ComparisonRecorder(store, GatewayMetrics(), capacity=10)
+    for i in range(4):
+        recorder.add([sample_record(str(i))])
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+
+    with capture_logs() as logs:
+        assert await recorder.flush() == 0
+    assert recorder.pending == 4
+    assert logs[0]["event"] == "shadow_records_not_written"
+
+    other.execute("COMMIT")
+    other.close()
+    assert await recorder.flush() == 4
+    assert [r.request_id for r in await store.comparisons("digits")] == ["3", "2", "1", "0"]
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_service_flushes_on_its_interval_and_prunes_by_retention(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """The background task writes buffered records without being asked; prune keeps neither
+    records past the retention age nor more than the most kept; stop writes the rest."""
+    now = 10_000.0
+    store = SQLiteStore(tmp_path / "state.db")
+    service = ShadowService(
+        registry,
+        GatewayMetrics(),
+        store,
+        ShadowConfig(flush_interval_s=0.02, retention_s=100.0, max_records=3),
+        clock=lambda: now,
+    )
+    await service.start()
+    for i, at in enumerate([now - 500, now - 50, now - 40, now - 30, now - 20]):
+        service.recorder.add([sample_record(str(i), at)])
+    await until(lambda: service.recorder.pending == 0)
+    await asyncio.sleep(0.05)
+    assert len(await store.comparisons("digits")) == 5
+
+    assert await service.prune() == 2
+    assert [r.request_id for r in await store.comparisons("digits")] == ["4", "3", "2"]
+
+    service.recorder.add([sample_record("late", now)])
+    await service.stop()
+    assert len(await store.comparisons("digits")) == 4
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_dropped_work_is_logged_periodically(registry: ModelRegistry, tmp_path: Path) -> None:
+    """Dropped runs and records are summed into one warning per interval, then reset."""
+    store = SQLiteStore(tmp_path / "state.db")
+    service = ShadowService(registry, GatewayMetrics(), store, config(1, 1, timeout_s=0.05))
+    request = answered(registry, decision((SLOW, 100)))
+    service.submit(request)
+    service.submit(request)
+    service.submit(request)
+
+    with capture_logs() as logs:
+        service._log_drops()
+        service._log_drops()
+
+    assert len(logs) == 1
+    assert logs[0]["event"] == "shadow_work_dropped"
+    assert logs[0]["runs_dropped"] == 2
+    assert logs[0]["by_pair"] == {f"digits:1->{SLOW}": 2}
+    assert logs[0]["by_reason"] == {"budget": 2}
+    service.runner.shutdown()
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_closed_store_is_reported_not_raised(tmp_path: Path) -> None:
+    """A store that is gone fails the flush quietly: the records wait, nothing raises."""
+    store = SQLiteStore(tmp_path / "state.db")
+    await store.close()
+    recorder = ComparisonRecorder(store, GatewayMetrics(), capacity=2)
+    recorder.add([sample_record("a")])
+
+    with capture_logs():
+        assert await recorder.flush() == 0
+    assert recorder.pending == 1
+    with pytest.raises(StoreUnavailable):
+        await store.comparisons("digits")
+
+
+@pytest.mark.anyio
+async def test_batched_runs_answer_as_single_runs(registry: ModelRegistry) -> None:
+    """Runs gathered into one batch (one prediction for all their rows) get exactly the top
+    classes and differences each request gets alone; agreements keep a summary, while
+    disagreements keep both outputs."""
+    records: list[ComparisonRecord] = []
+    runner = ShadowRunner(
+        registry, GatewayMetrics(), config(concurrency=32, window_s=0.1), records.extend
+    )
+    pixels = held_out_digits()[0]
+    requests = []
+    for index in range(12):
+        rows = 1 + index % 3
+        body = InferenceRequest(
+            inputs=[
+                RequestInput(
+                    "pixels", [rows, 64], "FP32", pixels[index : index + rows].ravel().tolist()
+                )
+            ]
+        )
+        prediction = DataPlane(registry, Limits(), GatewayMetrics()).infer("digits", "1", body)
+        requests.append(
+            ShadowRequest(
+                decision=decision(("3", 100)),
+                request_id=f"r{index}",
+                targeting_key="k",
+                context={},
+                at=time.time(),
+                primary=prediction,
+            )
+        )
+
+    for request in requests:
+        runner.submit(request)
+    await until(lambda: len(records) == len(requests))
+    runner.shutdown()
+
+    alone = registry.version("digits", "3").ready_runtime()[1]
+    by_id = {record.request_id: record for record in records}
+    for request in requests:
+        record = by_id[request.request_id]
+        assert request.primary is not None
+        expected = alone.predict(request.primary.inputs)
+        classes = [str(c) for c in expected["probabilities"].argmax(axis=1)]
+        assert record.shadow_output is not None
+        assert record.shadow_output.classes == classes
+        primary = request.primary.raw_outputs["probabilities"]
+        diff = float(abs(primary.astype("f8") - expected["probabilities"].astype("f8")).max())
+        assert record.max_abs_diff == pytest.approx(diff, abs=1e-6)
+        data = record.shadow_output.tensors["probabilities"].data
+        assert (data is None) is (record.agree is True)
+    assert len({record.shadow_latency_ms for record in records}) < len(records)  # batched
+
+
+@pytest.mark.anyio
+async def test_agreements_keep_their_outputs_when_configured(registry: ModelRegistry) -> None:
+    """With keep_agreeing_outputs, an agreeing comparison keeps both output tensors too."""
+    records: list[ComparisonRecord] = []
+    settings = msgspec.structs.replace(config(), keep_agreeing_outputs=True)
+    runner = ShadowRunner(registry, GatewayMetrics(), settings, records.extend)
+
+    runner.submit(answered(registry, decision(("1", 100), serve="1")))
+    await until(lambda: len(records) == 1)
+    runner.shutdown()
+
+    (record,) = records
+    assert (record.agree, record.max_abs_diff) == (True, 0.0)
+    assert record.primary_output is not None
+    assert record.shadow_output is not None
+    assert record.primary_output.tensors["probabilities"].data is not None
+    assert record.shadow_output.tensors["probabilities"].data is not None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_loop_load_is_smoothed_demand_with_the_shadows_cpu() -> None:
+    """Load is the loop's CPU demand over wall time plus the shadows' CPU, smoothed, capped
+    at 1."""
+    cpu, wall = FakeClock(), FakeClock()
+    load = LoopLoad(shed_start=0.5, shed_full=0.9, smoothing=0.5, cpu_clock=cpu, wall_clock=wall)
+    load.sample()
+    cpu.now, wall.now = 0.4, 1.0
+    assert load.sample() == pytest.approx(0.2)  # half way from 0 to 0.4
+    load.add_shadow_cpu(0.2)
+    cpu.now, wall.now = 0.8, 2.0
+    assert load.sample() == pytest.approx(0.4)  # half way from 0.2 to 0.6
+    load.add_shadow_cpu(5.0)
+    cpu.now, wall.now = 1.2, 3.0
+    assert load.sample() == pytest.approx(0.7)  # 1.0 at most
+    assert thread_demand_s() > 0.0
+
+
+def test_loop_load_admits_below_sheds_between_and_refuses_above() -> None:
+    """Below shed_start every run is admitted; above shed_full none; in between a share
+    falling linearly; shed_start 1 never sheds."""
+    load = LoopLoad(shed_start=0.6, shed_full=0.8, rng=random.Random(1))
+    load.busy = 0.5
+    assert all(load.admit() for _ in range(100))
+    load.busy = 0.85
+    assert not any(load.admit() for _ in range(100))
+    load.busy = 0.75
+    assert 70 <= sum(load.admit() for _ in range(400)) <= 130  # a quarter: (0.8 - 0.75) / 0.2
+    never = LoopLoad(shed_start=1.0, shed_full=1.0)
+    never.busy = 1.0
+    assert never.admit()
+    with pytest.raises(ValueError, match="shed_start"):
+        LoopLoad(shed_start=0.9, shed_full=0.5)
+
+
+@pytest.mark.anyio
+async def test_a_busy_event_loop_drops_shadow_work(registry: ModelRegistry) -> None:
+    """When the primary's event loop is too busy, runs are dropped before they take a slot,
+    counted with the reason 'load'."""
+    metrics = GatewayMetrics()
+    load = LoopLoad(shed_start=0.5, shed_full=0.7)
+    runner = ShadowRunner(registry, metrics, config(), lambda records: None, load=load)
+    load.busy = 0.9
+
+    assert runner.submit(answered(registry, decision(("2", 100)))) == 0
+    assert runner.in_flight == 0
+    assert counted(metrics, "2", "dropped") == 1
+    assert metrics.registry.get_sample_value("gateway_shadow_drops_total", {"reason": "load"})
+    assert runner.take_drops() == {("digits", "1", "2", "load"): 1}
+    runner.shutdown()
