@@ -96,12 +96,29 @@ class LoadResult:
         return self.client_cpu_s * 1e6 / max(self.wrk.requests, 1)
 
 
-def write_lua_script(path: Path, body: bytes) -> None:
-    """The wrk script POSTing `body` (JSON, so it cannot close Lua's `]==]` long string)."""
+# A realistic user population: `x-targeting-key` drawn log-uniformly from `users` keys (user k
+# comes back about 1/k as often as user 1: a few regulars, a long tail), and a share of the
+# requests in the `beta` cohort.
+_USERS_LUA = """math.randomseed(os.time())
+request = function()
+  local user = math.floor({users} ^ math.random())
+  local headers = {{["x-targeting-key"] = "user-" .. user}}
+  if math.random() < {beta_share} then headers["x-ctx-tier"] = "beta" end
+  return wrk.format(nil, nil, headers, nil)
+end
+"""
+
+
+def write_lua_script(path: Path, body: bytes, users: int = 0, beta_share: float = 0.0) -> None:
+    """The wrk script POSTing `body` (JSON, so it cannot close Lua's `]==]` long string),
+    with targeting keys from `users` skewed users when `users` > 0."""
     text = body.decode()
     if "]==]" in text:
         raise ValueError("the request body cannot be embedded in the wrk script")
-    path.write_text(_LUA.format(body=text, marker=_MARKER))
+    script = _LUA.format(body=text, marker=_MARKER)
+    if users > 0:
+        script += _USERS_LUA.format(users=users, beta_share=beta_share)
+    path.write_text(script)
 
 
 def run_wrk(

@@ -114,6 +114,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="release flags directory for the gateway (default: none, an empty directory)",
     )
     parser.add_argument(
+        "--users",
+        type=int,
+        default=0,
+        help="send x-targeting-key from this many skewed users (default: none)",
+    )
+    parser.add_argument(
+        "--beta-share", type=float, default=0.0, help="share of requests with x-ctx-tier: beta"
+    )
+    parser.add_argument(
         "--gateway-arg",
         action="append",
         default=[],
@@ -244,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         scratch = Path(tmp)
         script = scratch / "post.lua"
-        write_lua_script(script, body)
+        write_lua_script(script, body, args.users, args.beta_share)
         servers = {
             GATEWAY: gateway_server(
                 port=free_port(),

@@ -212,3 +212,39 @@ def test_api_changes_survive_a_restart(demo_models: Path, workdir: Path) -> None
         demo_models, workdir, env, flags_dir=workdir / "flags", port=port
     ) as second:
         assert routed_version(second, "anyone") == "2"
+
+
+def test_loadgen_drives_traffic_and_feedback(server: RunningServer) -> None:
+    """`gateway loadgen` sends routed digits with feedback and reports per-version figures."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "loadgen",
+            "--url",
+            server.url,
+            "--requests",
+            "300",
+            "--concurrency",
+            "2",
+            "--every",
+            "0.5",
+            "--feedback",
+            "1",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert "300/300 sent, 0 errors" in last
+    assert "v1:" in last
+    feedback = int(last.split("feedback ")[1].split()[0])
+    assert feedback > 250
+    guard = json.loads(cli(server, "release", "status", "digits", "--json").stdout)["guard"]
+    window = guard["window"]
+    assert window["baseline"]["requests"] + window["candidate"]["requests"] == 300
+    assert window["baseline"]["feedback_total"] > 0

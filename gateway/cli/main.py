@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway.cli import admin as admin_commands
+from gateway.cli import loadgen as loadgen_commands
 from gateway.cli import models as models_commands
 from gateway.cli import shadow as shadow_commands
 from gateway.cli.client import DEFAULT_TOKEN_FILE
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models_commands.add_parser(commands)
     admin_commands.add_parsers(commands)
+    loadgen_commands.add_parser(commands)
     shadow_commands.add_parsers(commands)
     return parser
 
