@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -86,6 +87,30 @@ def release_view(record: FlagRecord) -> dict[str, Any]:
     }
 
 
+async def edit_release(
+    request: Request[Any, Any, Any],
+    control: ReleaseControl,
+    model: str,
+    action: str,
+    reason: str,
+    edit: FlagEdit,
+    evidence: dict[str, Any] | None = None,
+    extra: Callable[[], dict[str, Any]] | None = None,
+) -> Response[bytes]:
+    """One release operation on behalf of the caller: audited with their name and reason,
+    refused on a stale If-Match; answers the release as it now is, with its ETag."""
+    record = await control.edit(
+        model,
+        edit,
+        action=action,
+        expected_version=expected_version(request),
+        actor=principal_of(request).name,
+        reason=reason,
+        evidence=evidence,
+    )
+    return json_response(release_view(record) | (extra() if extra else {}), record)
+
+
 class FlagsController(Controller):
     """Whole flagd flag objects, versioned with ETags."""
 
@@ -158,27 +183,6 @@ class ReleasesController(Controller):
         record = await control.release_record(model)
         return json_response(release_view(record) | {"guard": guard.status(model)}, record)
 
-    async def _edit(
-        self,
-        request: Request[Any, Any, Any],
-        control: ReleaseControl,
-        model: str,
-        action: str,
-        reason: str,
-        edit: FlagEdit,
-        evidence: dict[str, Any] | None = None,
-    ) -> Response[bytes]:
-        record = await control.edit(
-            model,
-            edit,
-            action=action,
-            expected_version=expected_version(request),
-            actor=principal_of(request).name,
-            reason=reason,
-            evidence=evidence,
-        )
-        return json_response(release_view(record), record)
-
     @post("/rollout", guards=[release_manager_guard], status_code=200, summary="Candidate %")
     async def rollout(
         self,
@@ -189,7 +193,7 @@ class ReleasesController(Controller):
     ) -> Response[bytes]:
         body = await decode_body(request, RolloutBody)
         evidence = guard.offline_gate(model, body.version, force=body.force)
-        return await self._edit(
+        return await edit_release(
             request,
             control,
             model,
@@ -207,7 +211,7 @@ class ReleasesController(Controller):
         control: NamedDependency[ReleaseControl],
     ) -> Response[bytes]:
         body = await decode_body(request, CohortBody)
-        return await self._edit(
+        return await edit_release(
             request,
             control,
             model,
@@ -230,7 +234,7 @@ class ReleasesController(Controller):
         control: NamedDependency[ReleaseControl],
         reason: FromQuery[str] = "",
     ) -> Response[bytes]:
-        return await self._edit(
+        return await edit_release(
             request,
             control,
             model,
@@ -247,7 +251,7 @@ class ReleasesController(Controller):
         control: NamedDependency[ReleaseControl],
     ) -> Response[bytes]:
         body = await decode_body(request, ShadowBody)
-        return await self._edit(
+        return await edit_release(
             request,
             control,
             model,
@@ -275,7 +279,7 @@ class ReleasesController(Controller):
                 f"unknown release action {action!r}; use one of {sorted(_SIMPLE_ACTIONS)}"
             )
         body = await decode_body(request, ReasonBody)
-        return await self._edit(request, control, model, action, body.reason, edit)
+        return await edit_release(request, control, model, action, body.reason, edit)
 
 
 _SIMPLE_ACTIONS = {

@@ -15,8 +15,8 @@ from gateway.control import ReleaseControl
 from gateway.control.guarding import GuardService
 from gateway.errors import InvalidRequest
 from gateway.guard import ramp as ramps
-from gateway.http.admin import decode_body, expected_version, json_response, release_view
-from gateway.http.auth import principal_of, release_manager_guard
+from gateway.http.admin import decode_body, edit_release
+from gateway.http.auth import release_manager_guard
 
 
 class RampBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,16 +61,16 @@ class RampController(Controller):
         body = await decode_body(request, RampBody)
         evidence = guard.offline_gate(model, body.version, force=body.force)
         now = time.time()
-        record = await control.edit(
+        return await edit_release(
+            request,
+            control,
             model,
+            "ramp_start_forced" if evidence else "ramp_start",
+            body.reason,
             lambda flag: ramps.start_ramp(flag, body.version, body.steps, body.bake_s, now),
-            action="ramp_start_forced" if evidence else "ramp_start",
-            expected_version=expected_version(request),
-            actor=principal_of(request).name,
-            reason=body.reason,
-            evidence=evidence,
+            evidence,
+            extra=lambda: {"guard": guard.status(model)},
         )
-        return json_response(release_view(record) | {"guard": guard.status(model)}, record)
 
     @post(
         "/{action:str}",
@@ -91,12 +91,12 @@ class RampController(Controller):
             raise InvalidRequest(f"unknown ramp action {action!r}; use pause, resume or abort")
         body = await decode_body(request, ReasonBody)
         now = time.time()
-        record = await control.edit(
+        return await edit_release(
+            request,
+            control,
             model,
+            f"ramp_{action}",
+            body.reason,
             lambda flag: edit(flag, now),
-            action=f"ramp_{action}",
-            expected_version=expected_version(request),
-            actor=principal_of(request).name,
-            reason=body.reason,
+            extra=lambda: {"guard": guard.status(model)},
         )
-        return json_response(release_view(record) | {"guard": guard.status(model)}, record)
