@@ -25,7 +25,11 @@ from tests.conftest import MANAGER_TOKEN, VIEWER_TOKEN
 from tests.server import RunningServer, running_gateway
 from tests.shadow_support import release_flag, v2_body, write_flags
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    # The independent offline check loads TorchScript directly; torch deprecates its loader.
+    pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning"),
+]
 TOKENS = f"ada:release-manager:{MANAGER_TOKEN},vic:viewer:{VIEWER_TOKEN}"
 SINGLE = 120  # single-row requests, every other one from the `beta` cohort
 BATCHES = 6  # requests of BATCH rows (their inputs exceed the release's byte bound)
