@@ -43,11 +43,6 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def copy_repository(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target
-
-
 @pytest.fixture
 def settings(demo_models: Path, tmp_path: Path) -> Settings:
     """Settings over the demo models with no release flags: unpinned requests get the default."""

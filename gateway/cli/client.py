@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -101,8 +100,3 @@ def _error_message(raw: bytes) -> str:
     except ValueError:
         return raw.decode(errors="replace")[:500]
     return str(body.get("error", body)) if isinstance(body, dict) else str(body)
-
-
-def fail(message: str, code: int) -> int:
-    print(message, file=sys.stderr)
-    return code
