@@ -327,18 +327,8 @@ class SQLiteStore:
             )
             entry_id = cursor.lastrowid
         assert entry_id is not None  # an INSERT into a rowid table always sets it
-        return AuditEntry(
-            id=entry_id,
-            at=at,
-            actor=actor,
-            action=action,
-            key=key,
-            model=model,
-            reason=reason,
-            version_before=None,
-            version_after=None,
-            diff=_decode_diff(diff_text),
-            evidence=_decode_evidence(evidence_text) if evidence_text is not None else None,
+        return _audit_entry(
+            (entry_id, at, actor, action, key, model, reason, None, None, diff_text, evidence_text)
         )
 
     async def change_counter(self) -> int:
