@@ -21,6 +21,7 @@ from gateway.flags.router import RouteError, Router
 from gateway.flags.versions import registry_versions
 from gateway.http.admin import AuditController, FlagsController, ReleasesController
 from gateway.http.errors import EXCEPTION_HANDLERS
+from gateway.http.fast_path import InferenceFastPath
 from gateway.http.feedback import FeedbackController
 from gateway.http.inference import InferenceController
 from gateway.http.metadata import HealthController, MetadataController
@@ -152,7 +153,7 @@ def create_app(
             gc.unfreeze()  # a process that builds apps again (tests) collects the old ones
         registry.unload()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             InferenceController,
             MetadataController,
@@ -186,3 +187,8 @@ def create_app(
         openapi_config=OpenAPIConfig(title="Release Gateway", version=__version__, path="/schema"),
         debug=False,
     )
+    if settings.inference_fast_path:
+        app.asgi_handler = InferenceFastPath(
+            app.asgi_handler, serving, metrics, settings.max_body_bytes
+        )
+    return app

@@ -75,6 +75,15 @@ def release_client(release_settings: Settings) -> Iterator[Client]:
         yield test_client
 
 
+@pytest.fixture(params=[True, False], ids=["fast-path", "litestar-handlers"])
+def infer_client(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Client]:
+    """A client of an app serving V2 infer through the ASGI fast path, then through the
+    Litestar handlers: a test using it checks that both answer alike."""
+    fast = msgspec.structs.replace(settings, inference_fast_path=request.param)
+    with TestClient(app=create_app(fast)) as test_client:
+        yield test_client
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[Client]:
     with TestClient(app=create_app(settings)) as test_client:

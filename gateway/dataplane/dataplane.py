@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Mapping
@@ -43,8 +44,30 @@ class Prediction:
     raw_outputs: Mapping[str, Tensor] = field(default_factory=dict)
 
 
+class _RequestIds:
+    """24 hex digits: 16 drawn at random per process, then a counter.
+
+    Unique across processes without a system call per request; a forked worker draws its
+    own prefix, so workers never share one.
+    """
+
+    def __init__(self) -> None:
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):08x}"
+
+
+_request_ids = _RequestIds()
+
+
 def new_request_id() -> str:
-    return os.urandom(12).hex()
+    return _request_ids.next()
 
 
 class DataPlane:

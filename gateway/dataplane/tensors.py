@@ -28,6 +28,13 @@ NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "BYTES": np.dtype(np.object_),
 }
 
+# `ndarray.all()` and `ndarray.max()` go through Python wrappers; ufuncs' reduce does not.
+_isfinite = np.isfinite
+_all = np.logical_and.reduce
+_abs = np.abs
+_max = np.maximum.reduce
+_FLOAT_MAX = {name: float(np.finfo(NUMPY_DTYPES[name]).max) for name in ("FP16", "FP32", "FP64")}
+
 # Which kinds of JSON values numpy may infer for each target kind: strings never pass as
 # numbers, floats never pass as integers, numbers never pass as booleans.
 _ACCEPTED_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b", "O": "U"}
@@ -51,6 +58,8 @@ def decode_input(
     expected_count = math.prod(shape)
     if raw is not None:
         array = _from_bytes(name, raw, spec.datatype)
+        if array.dtype.kind == "f" and not _all(_isfinite(array), axis=None):
+            raise _non_finite(name, spec.datatype)
     elif given.data is not None:
         array = _as_array(name, given.data, spec.datatype)
     else:
@@ -60,22 +69,19 @@ def decode_input(
             f"input {name!r} declares shape {shape} ({expected_count} elements) "
             f"but its data has {array.size}"
         )
-    array = array.reshape(shape)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidRequest(
-            f"input {name!r} holds a non-finite value "
-            f"(NaN, infinity, or out of {spec.datatype} range)"
-        )
-    return array
+    return array.reshape(shape)
 
 
 def _check_shape(name: str, expected: list[int], shape: list[int]) -> None:
-    if len(shape) != len(expected) or any(
-        dim < 0 or want not in {-1, dim} for want, dim in zip(expected, shape, strict=True)
-    ):
-        raise InvalidRequest(
-            f"input {name!r} has shape {shape}; the model expects {expected} (-1: any size)"
-        )
+    if len(shape) == len(expected):
+        for want, dim in zip(expected, shape, strict=True):
+            if dim < 0 or (want != dim and want != -1):  # noqa: PLR1714 - -1 is any size
+                break
+        else:
+            return
+    raise InvalidRequest(
+        f"input {name!r} has shape {shape}; the model expects {expected} (-1: any size)"
+    )
 
 
 def _as_array(name: str, data: list[Any], datatype: str) -> Tensor:
@@ -84,17 +90,29 @@ def _as_array(name: str, data: list[Any], datatype: str) -> Tensor:
         inferred = np.asarray(data)
     except ValueError as exc:  # ragged nesting
         raise InvalidRequest(f"input {name!r}: data is not a regular nested list ({exc})") from exc
-    if inferred.size and inferred.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
+    kind = inferred.dtype.kind
+    if target.kind == "f" and kind in "iuf":
+        # One reduction checks both: NaN compares false, infinity and values the target
+        # cannot hold are above its largest finite value (checked before the cast, which
+        # would turn them into infinity with a warning).
+        if inferred.size and not _max(_abs(inferred), axis=None) <= _FLOAT_MAX[datatype]:
+            raise _non_finite(name, datatype)
+        return inferred if inferred.dtype == target else inferred.astype(target)
+    if inferred.size and kind not in _ACCEPTED_KINDS[target.kind]:
         raise InvalidRequest(
-            f"input {name!r}: data holds {_describe_kind(inferred.dtype.kind)}, "
-            f"not {datatype} values"
+            f"input {name!r}: data holds {_describe_kind(kind)}, not {datatype} values"
         )
     if target.kind in "iu" and inferred.size:
         limits = np.iinfo(target)
         if inferred.min() < limits.min or inferred.max() > limits.max:
             raise InvalidRequest(f"input {name!r}: a value is out of {datatype} range")
-    with np.errstate(over="ignore"):
-        return inferred.astype(target, copy=False)
+    return inferred.astype(target, copy=False)
+
+
+def _non_finite(name: str, datatype: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"input {name!r} holds a non-finite value (NaN, infinity, or out of {datatype} range)"
+    )
 
 
 def _from_bytes(name: str, raw: bytes, datatype: str) -> Tensor:
@@ -148,11 +166,12 @@ def check_output(spec: TensorSpec, array: object, batch_rows: int | None) -> str
         return (
             f"output {spec.name!r} has {array.ndim} dimensions; the manifest declares {spec.shape}"
         )
-    for index, (want, dim) in enumerate(zip(spec.shape, array.shape, strict=True)):
-        if want == -1 and index == 0 and batch_rows is not None and dim != batch_rows:
-            return f"output {spec.name!r} has {dim} rows for {batch_rows} input rows"
-        if want not in {-1, dim}:
-            return f"output {spec.name!r} has shape {list(array.shape)}; declared {spec.shape}"
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    shape = array.shape
+    if batch_rows is not None and shape and spec.shape[0] == -1 and shape[0] != batch_rows:
+        return f"output {spec.name!r} has {shape[0]} rows for {batch_rows} input rows"
+    for want, dim in zip(spec.shape, shape, strict=True):
+        if want != dim and want != -1:  # noqa: PLR1714 - -1 is any size
+            return f"output {spec.name!r} has shape {list(shape)}; declared {spec.shape}"
+    if array.dtype.kind == "f" and not _all(_isfinite(array), axis=None):
         return f"output {spec.name!r} holds non-finite values"
     return None

@@ -92,6 +92,8 @@ class Router:
         api.set_provider_and_wait(self._provider, self.domain)
         self._client = api.get_client(self.domain)
         self._flags = _FlagSet(MappingProxyType({}), DecisionCache(cache_size))
+        # A model's default version is fixed for the process: one decision per unflagged model.
+        self._unflagged: dict[str, RouteDecision] = {}
 
     @property
     def releases(self) -> Mapping[str, Release]:
@@ -123,7 +125,13 @@ class Router:
         flags = self._flags
         release = flags.releases.get(model)
         if release is None:
-            return RouteDecision(model, None, None, NO_FLAG, self._default_of(model), (), None)
+            decision = self._unflagged.get(model)
+            if decision is None:
+                decision = RouteDecision(
+                    model, None, None, NO_FLAG, self._default_of(model), (), None
+                )
+                self._unflagged[model] = decision
+            return decision
         if not cacheable:
             return self._evaluate(release, targeting_key, attributes)
         key = (model, targeting_key, tuple(sorted(attributes.items())) if attributes else ())

@@ -15,6 +15,7 @@ model; a client that reuses an id replaces the older prediction.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
@@ -105,6 +106,8 @@ class PredictionLog:
         self._sink = sink
         self._entries: OrderedDict[tuple[str, str], _Prediction] = OrderedDict()
         self._gone: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # When the oldest entry expires (-inf: not known, look at the next record).
+        self._oldest_expires = -math.inf
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -122,10 +125,13 @@ class PredictionLog:
         """The prediction `version` served (through `variant`) for `request_id`."""
         key = (model, request_id)
         entries = self._entries
+        if key in entries:
+            entries.move_to_end(key)
         entries[key] = _Prediction(version, variant, tuple(map(str, labels)), now)
-        entries.move_to_end(key)
-        self._gone.pop(key, None)
-        self._evict(now)
+        if self._gone:
+            self._gone.pop(key, None)
+        if len(entries) > self.max_entries or now > self._oldest_expires:
+            self._evict(now)
 
     def record_shadow(
         self, model: str, request_id: str, version: str, labels: Sequence[Label]
@@ -199,9 +205,13 @@ class PredictionLog:
     def _evict(self, now: float) -> None:
         """Drop the oldest predictions while there are too many or they are too old."""
         entries = self._entries
+        self._oldest_expires = -math.inf
         while entries:
             key, oldest = next(iter(entries.items()))
             if len(entries) <= self.max_entries and now - oldest.at <= self.ttl_s:
+                # Until then no entry is too old (later ones are younger), so `record`
+                # need not look.
+                self._oldest_expires = oldest.at + self.ttl_s
                 break
             self._forget(key)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.errors import InvalidRequest
@@ -27,7 +27,7 @@ def targeting_key(headers: Mapping[str, str], parameters: Mapping[str, Any] | No
 
 
 def attributes(
-    header_items: list[tuple[str, str]], parameters: Mapping[str, Any] | None
+    header_items: Iterable[tuple[str, str]], parameters: Mapping[str, Any] | None
 ) -> dict[str, Attribute]:
     """Attributes from `parameters.context` and `x-ctx-<name>` headers (headers win)."""
     found: dict[str, Attribute] = {}

@@ -12,6 +12,7 @@ from gateway import errors
 from gateway.dataplane.codec import encode_json
 from gateway.flags.errors import CohortExists, CohortNotFound, InvalidFlag, InvalidOperation
 from gateway.guard.errors import InvalidPolicy, OfflineGateRefused, RampInProgress, RampNotFound
+from gateway.observability.metrics import GatewayMetrics
 from gateway.security.tokens import TokenConfigError
 from gateway.state.errors import StoreUnavailable, VersionConflict
 
@@ -51,10 +52,32 @@ def status_for(exc: errors.GatewayError) -> int:
     return 500
 
 
+def error_body(message: str) -> bytes:
+    return encode_json({"error": message})
+
+
 def error_response(status: int, message: str) -> Response[bytes]:
-    return Response(
-        content=encode_json({"error": message}), status_code=status, media_type="application/json"
-    )
+    return Response(content=error_body(message), status_code=status, media_type="application/json")
+
+
+def body_too_large(max_body_bytes: int) -> str:
+    return f"request body is larger than the {max_body_bytes} bytes allowed"
+
+
+def gateway_failure(exc: errors.GatewayError, path: str, metrics: GatewayMetrics) -> int:
+    """Count and log a domain error; the status it maps to."""
+    status = status_for(exc)
+    metrics.count_http_error(status)
+    log = _log.error if status >= 500 else _log.info
+    log("request_failed", path=path, status=status, error=str(exc))
+    return status
+
+
+def unexpected_failure(exc: Exception, path: str, metrics: GatewayMetrics) -> str:
+    """Count and log a bug of ours with its traceback; the message the client gets."""
+    metrics.count_http_error(500)
+    _log.exception("unhandled_error", path=path, error_type=type(exc).__name__, exc_info=exc)
+    return "internal error; the gateway logged the details"
 
 
 def _count(request: Request[Any, Any, Any], status: int) -> None:
@@ -64,10 +87,7 @@ def _count(request: Request[Any, Any, Any], status: int) -> None:
 def handle_gateway_error(
     request: Request[Any, Any, Any], exc: errors.GatewayError
 ) -> Response[bytes]:
-    status = status_for(exc)
-    _count(request, status)
-    log = _log.error if status >= 500 else _log.info
-    log("request_failed", path=request.url.path, status=status, error=str(exc))
+    status = gateway_failure(exc, request.url.path, request.app.state.metrics)
     return error_response(status, str(exc))
 
 
@@ -77,9 +97,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     _count(request, status)
     message = exc.detail
     if status == 413:
-        message = (
-            f"request body is larger than the {request.app.state.max_body_bytes} bytes allowed"
-        )
+        message = body_too_large(request.app.state.max_body_bytes)
     elif status == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
     _log.info("request_failed", path=request.url.path, status=status, error=message)
@@ -92,9 +110,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """A bug of ours: logged with its traceback, answered without internals."""
-    _count(request, 500)
-    _log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
-    return error_response(500, "internal error; the gateway logged the details")
+    return error_response(500, unexpected_failure(exc, request.url.path, request.app.state.metrics))
 
 
 EXCEPTION_HANDLERS = {

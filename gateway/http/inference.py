@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -25,7 +27,7 @@ from gateway.http.context import CONTEXT_HEADER_PREFIX, attributes, targeting_ke
 from gateway.serving import Served, Serving
 
 _v1_decoder = msgspec.json.Decoder(V1PredictRequest)
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH = "inference-header-content-length"  # the binary extension's JSON length
 
 
 class InferenceController(Controller):
@@ -102,12 +104,25 @@ class InferenceController(Controller):
         return Response(body, media_type="application/json", headers=_headers(served))
 
 
-async def _infer(
-    request: Request[Any, Any, Any], model: str, version: str | None, serving: Serving
-) -> Response[bytes]:
-    headers = request.headers
+@dataclass(frozen=True, slots=True)
+class InferReply:
+    """A V2 infer answer, ready for whichever HTTP adapter sends it."""
+
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+def answer_infer(
+    serving: Serving, model: str, version: str | None, body: bytes, headers: Mapping[str, str]
+) -> InferReply:
+    """Decode a V2 infer body, serve it (routed when `version` is None), encode the answer.
+
+    `headers` maps lower-case header names to values. Both the Litestar handlers and the
+    ASGI fast path (`gateway.http.fast_path`) call this, so they answer alike.
+    """
     check_content_type(headers.get("content-type"))
-    decoded = decode_request(await request.body(), headers.get(HEADER_LENGTH))
+    decoded = decode_request(body, headers.get(HEADER_LENGTH))
     v2 = decoded.request
     request_id = v2.id or new_request_id()
     key, context = _context(headers, v2.parameters) if version is None else (None, {})
@@ -125,18 +140,25 @@ async def _infer(
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
     prediction = served.prediction
-    body, json_length = encode_response(
+    encoded, json_length = encode_response(
         model, prediction.version, request_id, prediction.outputs, wants_binary(v2)
     )
     response_headers = _headers(served)
     if json_length is None:
-        return Response(body, media_type="application/json", headers=response_headers)
-    response_headers["inference-header-content-length"] = str(json_length)
-    return Response(body, media_type="application/octet-stream", headers=response_headers)
+        return InferReply(encoded, "application/json", response_headers)
+    response_headers[HEADER_LENGTH] = str(json_length)
+    return InferReply(encoded, "application/octet-stream", response_headers)
+
+
+async def _infer(
+    request: Request[Any, Any, Any], model: str, version: str | None, serving: Serving
+) -> Response[bytes]:
+    reply = answer_infer(serving, model, version, await request.body(), request.headers)
+    return Response(reply.body, media_type=reply.media_type, headers=reply.headers)
 
 
 def _context(
-    headers: Any, parameters: dict[str, Any] | None
+    headers: Mapping[str, str], parameters: dict[str, Any] | None
 ) -> tuple[str | None, dict[str, Attribute]]:
     """The targeting key and attributes of a request (DESIGN §4)."""
     items = headers.items() if _has_context(headers) else []
@@ -160,8 +182,8 @@ def _single_input(serving: Serving, model: str) -> Any:
     return manifest.inputs[0]
 
 
-def _has_context(headers: Any) -> bool:
-    return any(name.startswith(CONTEXT_HEADER_PREFIX) for name in headers.keys())  # noqa: SIM118
+def _has_context(headers: Mapping[str, str]) -> bool:
+    return any(name.startswith(CONTEXT_HEADER_PREFIX) for name in headers)
 
 
 def _decode_v1(body: bytes) -> V1PredictRequest:

@@ -51,6 +51,8 @@ class AccessLog:
         self._buffer = bytearray()
         self._encoder = msgspec.json.Encoder()
         self._log = structlog.get_logger("gateway.access")
+        self._second = -1
+        self._second_text = ""
 
     def served(
         self,
@@ -81,7 +83,7 @@ class AccessLog:
         line = RequestServed(
             "request_served",
             "info",
-            datetime.fromtimestamp(time.time(), UTC).isoformat().replace("+00:00", "Z"),
+            self._timestamp(time.time()),
             request_id,
             model,
             version,
@@ -93,6 +95,15 @@ class AccessLog:
         self._buffer.append(10)
         if len(self._buffer) >= FLUSH_BYTES:
             self.flush()
+
+    def _timestamp(self, now: float) -> str:
+        """ISO 8601 in UTC with microseconds, as structlog's TimeStamper writes it; the
+        date and time up to the second are formatted once per second."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{int((now - second) * 1e6):06d}Z"
 
     def flush(self) -> None:
         """Write out what is buffered (the app calls this on a timer and at shutdown)."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.observability.request_metrics import RequestPathMetrics
+
 # Latencies of small CPU models sit between 50 µs and a few ms; slow ones reach seconds.
 LATENCY_BUCKETS = (
     0.0001,
@@ -47,19 +49,8 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self._requests = Counter(
-            "gateway_requests",
-            "Inference requests by model, serving version, variant and outcome.",
-            ["model", "version", "variant", "outcome"],
-            registry=self.registry,
-        )
-        self._latency = Histogram(
-            "gateway_request_latency_seconds",
-            "Time to serve an inference request inside the gateway, by model and version.",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self._request_path = RequestPathMetrics(LATENCY_BUCKETS)
+        self.registry.register(self._request_path)
         self._version_ready = Gauge(
             "gateway_model_version_ready",
             "1 when a model version loaded and can serve, 0 when it failed to load.",
@@ -174,8 +165,6 @@ class GatewayMetrics:
             registry=self.registry,
         )
         # Label lookups cost more than the increment itself; children are cached per label set.
-        self._request_children: dict[tuple[str, str, str, str], Counter] = {}
-        self._latency_children: dict[tuple[str, str], Histogram] = {}
         self._shadow_children: dict[tuple[str, str, str, str], Counter] = {}
         self._agreement_lock = threading.Lock()
         # Per shadow pair: its metric children and the running agreement (under the lock).
@@ -185,18 +174,7 @@ class GatewayMetrics:
     def observe_request(
         self, model: str, version: str, outcome: str, latency_s: float | None, variant: str = ""
     ) -> None:
-        key = (model, version, variant, outcome)
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._request_children[key] = self._requests.labels(*key)
-        counter.inc()
-        if latency_s is not None:
-            histogram = self._latency_children.get((model, version))
-            if histogram is None:
-                histogram = self._latency_children[(model, version)] = self._latency.labels(
-                    model, version
-                )
-            histogram.observe(latency_s)
+        self._request_path.observe(model, version, outcome, latency_s, variant)
 
     def set_version_ready(self, model: str, version: str, ready: bool) -> None:
         self._version_ready.labels(model, version).set(1 if ready else 0)
