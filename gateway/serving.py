@@ -17,6 +17,7 @@ import numpy as np
 from gateway.control.guarding import GuardService
 from gateway.dataplane import DataPlane, InferenceRequest, Prediction
 from gateway.errors import InferenceFailed
+from gateway.flags.document import ShadowTarget
 from gateway.flags.router import Attribute, RouteDecision, Router
 from gateway.guard import ErrorKind
 from gateway.observability.access import AccessLog
@@ -122,13 +123,24 @@ class Serving:
             )
         except InferenceFailed as failure:
             if decision.shadows:
-                self._shadow(
-                    routed, request_id, None, failure.detail, started, request, binary_inputs
-                )
+                targets = self.shadows.sample(decision)
+                if targets:
+                    self._shadow(
+                        routed,
+                        targets,
+                        request_id,
+                        None,
+                        failure.detail,
+                        started,
+                        request,
+                        binary_inputs,
+                    )
             return self._fall_back(routed, failure, request, binary_inputs, request_id)
         self._observe(prediction, decision.variant, request_id)
         if decision.shadows:
-            self._shadow(routed, request_id, prediction)
+            targets = self.shadows.sample(decision)
+            if targets:
+                self._shadow(routed, targets, request_id, prediction)
         return Served(prediction, variant, decision.reason)
 
     def _fall_back(
@@ -181,6 +193,7 @@ class Serving:
     def _shadow(
         self,
         routed: _Routed,
+        targets: list[ShadowTarget],
         request_id: str,
         prediction: Prediction | None,
         error: str = "",
@@ -202,7 +215,8 @@ class Serving:
                 max_batch_rows=self.dataplane.limits.max_batch_rows,
                 request=request,
                 binary_inputs=binary_inputs,
-            )
+            ),
+            targets,
         )
 
 

@@ -1,10 +1,10 @@
 """The per-request log line: cheap, and sampled by configuration (errors are logged elsewhere).
 
-In JSON mode a line skips structlog's processor chain: it is one msgspec encode into a
-buffer that is written out when it fills, on a timer, and at shutdown, so a busy server
-pays neither the chain nor a write system call per request. The line has the shape of the
-gateway's other JSON events. In console mode (a person at a terminal) it goes through
-structlog like every other event.
+In JSON mode a served request costs one tuple appended to a list. The lines are built and
+encoded in batches (msgspec's `encode_lines`, one call per batch) when enough are waiting,
+on a timer, and at shutdown, so a busy server pays neither structlog's processor chain nor a
+write system call per request. A line has the shape of the gateway's other JSON events. In
+console mode (a person at a terminal) it goes through structlog like every other event.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import BinaryIO
 import msgspec
 import structlog
 
-FLUSH_BYTES = 32 * 1024
+FLUSH_LINES = 256
 
 
 class RequestServed(msgspec.Struct, frozen=True):
@@ -48,7 +48,7 @@ class AccessLog:
         self._sample_rate = sample_rate
         self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not secrets
         self._sink = sink
-        self._buffer = bytearray()
+        self._pending: list[tuple[float, str, str, str, str, str, float]] = []
         self._encoder = msgspec.json.Encoder()
         self._log = structlog.get_logger("gateway.access")
         self._second = -1
@@ -68,7 +68,6 @@ class AccessLog:
             self._sample_rate < 1.0 and self._random() >= self._sample_rate
         ):
             return
-        latency_ms = round(latency_s * 1000, 3)
         if self._sink is None:
             self._log.info(
                 "request_served",
@@ -77,24 +76,36 @@ class AccessLog:
                 version=version,
                 variant=variant,
                 reason=reason,
-                latency_ms=latency_ms,
+                latency_ms=round(latency_s * 1000, 3),
             )
             return
-        line = RequestServed(
-            "request_served",
-            "info",
-            self._timestamp(time.time()),
-            request_id,
-            model,
-            version,
-            variant,
-            reason,
-            latency_ms,
-        )
-        self._encoder.encode_into(line, self._buffer, -1)
-        self._buffer.append(10)
-        if len(self._buffer) >= FLUSH_BYTES:
+        pending = self._pending
+        pending.append((time.time(), request_id, model, version, variant, reason, latency_s))
+        if len(pending) >= FLUSH_LINES:
             self.flush()
+
+    def flush(self) -> None:
+        """Write out the waiting lines (the app calls this on a timer and at shutdown)."""
+        if self._sink is None or not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        lines = [
+            RequestServed(
+                "request_served",
+                "info",
+                self._timestamp(at),
+                request_id,
+                model,
+                version,
+                variant,
+                reason,
+                round(latency_s * 1000, 3),
+            )
+            for at, request_id, model, version, variant, reason, latency_s in pending
+        ]
+        stream = self._sink()
+        stream.write(self._encoder.encode_lines(lines))
+        stream.flush()
 
     def _timestamp(self, now: float) -> str:
         """ISO 8601 in UTC with microseconds, as structlog's TimeStamper writes it; the
@@ -104,15 +115,6 @@ class AccessLog:
             self._second = second
             self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{self._second_text}.{int((now - second) * 1e6):06d}Z"
-
-    def flush(self) -> None:
-        """Write out what is buffered (the app calls this on a timer and at shutdown)."""
-        if self._sink is None or not self._buffer:
-            return
-        stream = self._sink()
-        stream.write(self._buffer)
-        stream.flush()
-        self._buffer.clear()
 
     async def flush_every(self, interval_s: float) -> None:
         """Flush on a timer, so a quiet server's lines do not wait for the buffer to fill."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
+from gateway.flags.document import ShadowTarget
+from gateway.flags.router import RouteDecision
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
 from gateway.shadow.load import LoopLoad
@@ -72,10 +74,15 @@ class ShadowService:
 
     # -- the request path --------------------------------------------------------------------
 
-    def submit(self, request: ShadowRequest) -> None:
-        """Start the request's shadow runs; a failure here is logged, never raised."""
+    def sample(self, decision: RouteDecision) -> list[ShadowTarget]:
+        """The shadows this request runs (drawn by their sample percentages)."""
+        return self.runner.sample(decision)
+
+    def submit(self, request: ShadowRequest, targets: Sequence[ShadowTarget] | None = None) -> None:
+        """Start the request's shadow runs (`targets` from `sample`, None: draw them now);
+        a failure here is logged, never raised."""
         try:
-            self.runner.submit(request)
+            self.runner.submit(request, targets)
         except Exception:
             _log.exception("shadow_submit_failed", model=request.decision.model)
 
