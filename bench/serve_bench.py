@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import json
 import os
 import platform
 import signal
@@ -112,6 +113,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--gateway-flags",
         type=Path,
         help="release flags directory for the gateway (default: none, an empty directory)",
+    )
+    parser.add_argument(
+        "--strip-shadows",
+        action="store_true",
+        help="serve a copy of --gateway-flags with every variant's shadows removed (routing only)",
     )
     parser.add_argument(
         "--users",
@@ -259,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port=free_port(),
                 models=models,
                 scratch=scratch,
-                flags=args.gateway_flags.resolve() if args.gateway_flags else None,
+                flags=_flags_for(args.gateway_flags, args.strip_shadows, scratch),
                 env=args.gateway_env,
                 extra_args=args.gateway_arg,
                 path=args.gateway_path or infer_path,
@@ -473,12 +479,30 @@ def environment(
         "gateway_env": args.gateway_env,
         "gateway_args": args.gateway_arg,
         "gateway_flags": str(args.gateway_flags) if args.gateway_flags else None,
+        "strip_shadows": args.strip_shadows,
         "minimal_env": args.minimal_env,
         "minimal_target": args.minimal_target,
         "gateway_stdout": str(args.gateway_stdout),
         "elapsed_s": round(elapsed_s, 1),
         "load_average": os.getloadavg(),
     }
+
+
+def _flags_for(flags: Path | None, strip_shadows: bool, scratch: Path) -> Path | None:
+    """The flags directory the gateway serves: `flags` itself, or a copy of its flag files
+    whose variants route only (no `shadow`), to measure routing apart from shadow mode."""
+    if flags is None or not strip_shadows:
+        return flags.resolve() if flags else None
+    copy = scratch / "flags-without-shadows"
+    copy.mkdir()
+    for source in sorted(flags.glob("*.json")):
+        document = json.loads(source.read_text())
+        for flag in document.get("flags", {}).values():
+            for variant in flag.get("variants", {}).values():
+                if isinstance(variant, dict):
+                    variant.pop("shadow", None)
+        (copy / source.name).write_text(json.dumps(document))
+    return copy
 
 
 if __name__ == "__main__":
