@@ -15,7 +15,7 @@ from gateway.control import ReleaseControl
 from gateway.control.guarding import GuardService
 from gateway.errors import InvalidRequest
 from gateway.guard import ramp as ramps
-from gateway.http.admin import decode_body, edit_release
+from gateway.http.admin import ReasonBody, decode_body, edit_release
 from gateway.http.auth import release_manager_guard
 
 
@@ -24,10 +24,6 @@ class RampBody(msgspec.Struct, forbid_unknown_fields=True):
     steps: list[int] = msgspec.field(default_factory=lambda: [1, 5, 25, 50, 100])
     bake_s: float = 60.0
     force: bool = False
-    reason: str = ""
-
-
-class ReasonBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: str = ""
 
 
