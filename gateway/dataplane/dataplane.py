@@ -94,7 +94,9 @@ class DataPlane:
         try:
             manifest, runtime = loaded.ready_runtime()
             outcome = "invalid_request"
-            inputs = self._decode_inputs(manifest, request.inputs, binary_inputs or {})
+            inputs = decode_inputs(
+                manifest, request.inputs, binary_inputs or {}, self.limits.max_batch_rows
+            )
             wanted = _requested_outputs(manifest, request)
             batch_rows = _batch_rows(manifest, inputs)
             outcome = "error"
@@ -114,27 +116,30 @@ class DataPlane:
         finally:
             self._metrics.observe_request(model, loaded.version, outcome, latency, variant)
 
-    def _decode_inputs(
-        self, manifest: Manifest, given: list[RequestInput], binary: dict[str, bytes]
-    ) -> dict[str, Tensor]:
-        by_name = {tensor.name: tensor for tensor in given}
-        if len(by_name) != len(given):
-            raise InvalidRequest("inputs repeat a name; each input appears once")
-        unknown = by_name.keys() - {spec.name for spec in manifest.inputs}
-        if unknown:
-            raise InvalidRequest(
-                f"unknown input(s) {sorted(unknown)}; the model takes "
-                f"{[spec.name for spec in manifest.inputs]}"
-            )
-        inputs: dict[str, Tensor] = {}
-        for spec in manifest.inputs:
-            tensor = by_name.get(spec.name)
-            if tensor is None:
-                raise InvalidRequest(f"missing input {spec.name!r} ({spec.datatype} {spec.shape})")
-            inputs[spec.name] = decode_input(
-                spec, tensor, self.limits.max_batch_rows, binary.get(spec.name)
-            )
-        return inputs
+
+def decode_inputs(
+    manifest: Manifest,
+    given: list[RequestInput],
+    binary: Mapping[str, bytes],
+    max_batch_rows: int,
+) -> dict[str, Tensor]:
+    """The request's inputs as arrays checked against `manifest`'s signature, by name."""
+    by_name = {tensor.name: tensor for tensor in given}
+    if len(by_name) != len(given):
+        raise InvalidRequest("inputs repeat a name; each input appears once")
+    unknown = by_name.keys() - {spec.name for spec in manifest.inputs}
+    if unknown:
+        raise InvalidRequest(
+            f"unknown input(s) {sorted(unknown)}; the model takes "
+            f"{[spec.name for spec in manifest.inputs]}"
+        )
+    inputs: dict[str, Tensor] = {}
+    for spec in manifest.inputs:
+        tensor = by_name.get(spec.name)
+        if tensor is None:
+            raise InvalidRequest(f"missing input {spec.name!r} ({spec.datatype} {spec.shape})")
+        inputs[spec.name] = decode_input(spec, tensor, max_batch_rows, binary.get(spec.name))
+    return inputs
 
 
 def _requested_outputs(manifest: Manifest, request: InferenceRequest) -> list[TensorSpec]:

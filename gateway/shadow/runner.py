@@ -39,7 +39,8 @@ import numpy as np
 import structlog
 
 from gateway.dataplane import InferenceRequest, Prediction
-from gateway.dataplane.tensors import check_output, decode_input
+from gateway.dataplane.dataplane import decode_inputs
+from gateway.dataplane.tensors import check_output
 from gateway.errors import InvalidRequest
 from gateway.flags.document import Release, ShadowTarget
 from gateway.flags.router import RouteDecision
@@ -401,17 +402,9 @@ class ShadowRunner:
             return request.primary.inputs
         if request.request is None:
             raise InvalidRequest("the request's inputs are not available to the shadow")
-        given = {tensor.name: tensor for tensor in request.request.inputs}
-        binary = request.binary_inputs or {}
-        inputs: dict[str, Tensor] = {}
-        for spec in manifest.inputs:
-            tensor = given.get(spec.name)
-            if tensor is None:
-                raise InvalidRequest(f"the request lacks input {spec.name!r}")
-            inputs[spec.name] = decode_input(
-                spec, tensor, request.max_batch_rows, binary.get(spec.name)
-            )
-        return inputs
+        return decode_inputs(
+            manifest, request.request.inputs, request.binary_inputs or {}, request.max_batch_rows
+        )
 
     # -- settling --------------------------------------------------------------------------
 
