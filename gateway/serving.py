@@ -17,7 +17,6 @@ import numpy as np
 from gateway.control.guarding import GuardService
 from gateway.dataplane import DataPlane, InferenceRequest, Prediction
 from gateway.errors import InferenceFailed
-from gateway.flags.document import ShadowTarget
 from gateway.flags.router import Attribute, RouteDecision, Router
 from gateway.guard import ErrorKind
 from gateway.observability.access import AccessLog
@@ -123,24 +122,13 @@ class Serving:
             )
         except InferenceFailed as failure:
             if decision.shadows:
-                targets = self.shadows.sample(decision)
-                if targets:
-                    self._shadow(
-                        routed,
-                        targets,
-                        request_id,
-                        None,
-                        failure.detail,
-                        started,
-                        request,
-                        binary_inputs,
-                    )
+                self._shadow(
+                    routed, request_id, None, failure.detail, started, request, binary_inputs
+                )
             return self._fall_back(routed, failure, request, binary_inputs, request_id)
         self._observe(prediction, decision.variant, request_id)
         if decision.shadows:
-            targets = self.shadows.sample(decision)
-            if targets:
-                self._shadow(routed, targets, request_id, prediction)
+            self._shadow(routed, request_id, prediction)
         return Served(prediction, variant, decision.reason)
 
     def _fall_back(
@@ -193,7 +181,6 @@ class Serving:
     def _shadow(
         self,
         routed: _Routed,
-        targets: list[ShadowTarget],
         request_id: str,
         prediction: Prediction | None,
         error: str = "",
@@ -201,7 +188,11 @@ class Serving:
         request: InferenceRequest | None = None,
         binary_inputs: dict[str, bytes] | None = None,
     ) -> None:
-        """Hand the request to shadow mode: it returns at once, whatever happens."""
+        """Hand the request to shadow mode: it returns at once, whatever happens. The sample
+        is drawn first, so a request no shadow runs for builds nothing more."""
+        targets = self.shadows.sample(routed.decision)
+        if not targets:
+            return
         self.shadows.submit(
             ShadowRequest(
                 decision=routed.decision,

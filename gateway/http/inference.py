@@ -23,7 +23,7 @@ from gateway.dataplane.codec import (
 from gateway.dataplane.v2 import V1PredictRequest
 from gateway.errors import InvalidRequest, VersionNotFound
 from gateway.flags.router import Attribute
-from gateway.http.context import CONTEXT_HEADER_PREFIX, attributes, targeting_key
+from gateway.http.context import attributes, targeting_key
 from gateway.serving import Served, Serving
 
 _v1_decoder = msgspec.json.Decoder(V1PredictRequest)
@@ -161,8 +161,7 @@ def _context(
     headers: Mapping[str, str], parameters: dict[str, Any] | None
 ) -> tuple[str | None, dict[str, Attribute]]:
     """The targeting key and attributes of a request (DESIGN §4)."""
-    items = headers.items() if _has_context(headers) else []
-    return targeting_key(headers, parameters), attributes(items, parameters)
+    return targeting_key(headers, parameters), attributes(headers.items(), parameters)
 
 
 def _headers(served: Served) -> dict[str, str]:
@@ -180,10 +179,6 @@ def _single_input(serving: Serving, model: str) -> Any:
     if len(manifest.inputs) != 1:
         raise InvalidRequest("V1 :predict serves single-input models; use the V2 endpoint")
     return manifest.inputs[0]
-
-
-def _has_context(headers: Mapping[str, str]) -> bool:
-    return any(name.startswith(CONTEXT_HEADER_PREFIX) for name in headers)
 
 
 def _decode_v1(body: bytes) -> V1PredictRequest:
