@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import msgspec
+import numpy as np
 import pytest
 import structlog
 from litestar import Litestar
@@ -22,6 +23,24 @@ MANAGER_TOKEN = "manager-token-0123456789abcdef"
 VIEWER_TOKEN = "viewer-token-0123456789abcdef"
 MANAGER = {"authorization": f"Bearer {MANAGER_TOKEN}"}
 VIEWER = {"authorization": f"Bearer {VIEWER_TOKEN}"}
+
+
+def v2_body(pixels: np.ndarray[Any, Any], request_id: str | None = None) -> dict[str, Any]:
+    """A V2 infer request for `pixels` (rows of 64 floats)."""
+    rows = np.atleast_2d(pixels)
+    body: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "pixels",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.ravel().tolist(),
+            }
+        ]
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return body
 
 
 @pytest.fixture(autouse=True)

@@ -229,21 +229,3 @@ def write_flags(flags_dir: Path, flag: dict[str, Any]) -> Path:
     }
     (flags_dir / "digits.json").write_text(json.dumps(document, indent=2))
     return flags_dir
-
-
-def v2_body(pixels: np.ndarray[Any, Any], request_id: str | None = None) -> dict[str, Any]:
-    """A V2 infer request for `pixels` (rows of 64 floats)."""
-    rows = np.atleast_2d(pixels)
-    body: dict[str, Any] = {
-        "inputs": [
-            {
-                "name": "pixels",
-                "shape": list(rows.shape),
-                "datatype": "FP32",
-                "data": rows.ravel().tolist(),
-            }
-        ]
-    }
-    if request_id is not None:
-        body["id"] = request_id
-    return body

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
 from gateway.demo.digits import held_out_digits
-from tests.conftest import Client
-
-
-def v2_body(rows: np.ndarray[Any, Any], request_id: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "inputs": [
-            {
-                "name": "pixels",
-                "shape": list(rows.shape),
-                "datatype": "FP32",
-                "data": rows.ravel().tolist(),
-            }
-        ]
-    }
-    if request_id is not None:
-        body["id"] = request_id
-    return body
+from tests.conftest import Client, v2_body
 
 
 def test_default_version_serves_and_says_which(client: Client) -> None:

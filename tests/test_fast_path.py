@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 
 from gateway import Settings, create_app
 from gateway.demo.digits import held_out_digits
-from tests.conftest import Client
+from tests.conftest import Client, v2_body
 
 Exchange = tuple[int, dict[str, str], bytes]
 # Headers the two adapters may word differently without changing the answer.
@@ -43,11 +43,8 @@ def _exchange(client: Client, path: str, content: bytes, headers: dict[str, str]
     return response.status_code, kept, response.content
 
 
-def _v2(rows: np.ndarray[Any, Any], **extra: Any) -> bytes:
-    tensor = {"name": "pixels", "shape": list(rows.shape), "datatype": "FP32"}
-    return json.dumps(
-        {"id": "same-id", "inputs": [tensor | {"data": rows.ravel().tolist()}]} | extra
-    ).encode()
+def _v2(rows: np.ndarray[Any, Any]) -> bytes:
+    return json.dumps(v2_body(rows, "same-id")).encode()
 
 
 def _binary(rows: np.ndarray[Any, Any]) -> tuple[bytes, dict[str, str]]:

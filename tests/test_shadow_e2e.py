@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from gateway.demo.digits import held_out_digits
-from tests.conftest import MANAGER_TOKEN, VIEWER_TOKEN
+from tests.conftest import MANAGER_TOKEN, VIEWER_TOKEN, v2_body
 from tests.server import RunningServer, running_gateway
-from tests.shadow_support import release_flag, v2_body, write_flags
+from tests.shadow_support import release_flag, write_flags
 
 pytestmark = [
     pytest.mark.e2e,

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 
 from gateway import Settings, create_app
 from gateway.demo.digits import held_out_digits
-from tests.conftest import MANAGER, VIEWER, Client
+from tests.conftest import MANAGER, VIEWER, Client, v2_body
 from tests.shadow_support import (
     NAN,
     RAISES,
@@ -25,7 +25,6 @@ from tests.shadow_support import (
     WRONG_SHAPE,
     build_fault_repository,
     release_flag,
-    v2_body,
     write_flags,
 )
 
