@@ -14,6 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def run_cli(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`gateway ARGS` as an operator runs it against the gateway at `url` with `token`."""
+    env = {**os.environ, "GATEWAY_URL": url, "GATEWAY_TOKEN": token}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

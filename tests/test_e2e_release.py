@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 
 from tests.conftest import MANAGER_TOKEN, REPO_ROOT, VIEWER_TOKEN
-from tests.server import RunningServer, free_port, running_gateway
+from tests.server import RunningServer, free_port, run_cli, running_gateway
 
 pytestmark = pytest.mark.e2e
 TOKENS = f"ada:release-manager:{MANAGER_TOKEN},vic:viewer:{VIEWER_TOKEN}"
@@ -39,15 +38,7 @@ def server(demo_models: Path, workdir: Path) -> Iterator[RunningServer]:
 def cli(
     server: RunningServer, *args: str, token: str = MANAGER_TOKEN
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEWAY_URL": server.url, "GATEWAY_TOKEN": token}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    return run_cli(server.url, token, *args)
 
 
 def routed_version(server: RunningServer, key: str, tier: str | None = None) -> str:
@@ -137,19 +128,7 @@ def test_cli_flags_get_put_and_validate(
 
 def test_cli_unreachable_gateway_exits_4() -> None:
     """A gateway that cannot be reached is exit code 4, with the URL in the message."""
-    env = {
-        **os.environ,
-        "GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
-        "GATEWAY_TOKEN": "x" * 20,
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "release", "status", "digits"],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    result = run_cli(f"http://127.0.0.1:{free_port()}", "x" * 20, "release", "status", "digits")
     assert result.returncode == 4
     assert "cannot reach" in result.stderr
 

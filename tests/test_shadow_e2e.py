@@ -22,7 +22,7 @@ import torch
 
 from gateway.demo.digits import held_out_digits
 from tests.conftest import MANAGER_TOKEN, VIEWER_TOKEN, v2_body
-from tests.server import RunningServer, running_gateway
+from tests.server import RunningServer, run_cli, running_gateway
 from tests.shadow_support import release_flag, write_flags
 
 pytestmark = [
@@ -103,15 +103,7 @@ def offline_classes(models: Path, version: str, pixels: np.ndarray[Any, Any]) ->
 
 
 def cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEWAY_URL": server.url, "GATEWAY_TOKEN": VIEWER_TOKEN}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    return run_cli(server.url, VIEWER_TOKEN, *args)
 
 
 def test_recorded_agreement_matches_offline_predictions(
