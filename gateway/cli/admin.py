@@ -239,26 +239,20 @@ def _add_release_parsers(commands: Any) -> None:
             )
         )
     )
-    for name, text in [
-        ("pause", "pause the ramp where it is"),
-        ("resume", "resume the ramp (the step's bake restarts)"),
-        ("abort", "abort the ramp and roll back to the baseline"),
+    # Operations that take only the model (and a reason): command, endpoint, help.
+    for name, endpoint, text in [
+        ("pause", "ramp/pause", "pause the ramp where it is"),
+        ("resume", "ramp/resume", "resume the ramp (the step's bake restarts)"),
+        ("abort", "ramp/abort", "abort the ramp and roll back to the baseline"),
+        ("promote", "promote", "make the candidate the baseline"),
+        ("rollback", "rollback", "send all traffic to the baseline"),
+        ("disable", "disable", "kill switch: everything to the baseline, flag DISABLED"),
+        ("enable", "enable", "re-enable a disabled release flag"),
     ]:
         command = ops.add_parser(name, help=text)
         command.add_argument("model")
         _common(command, change=True)
-        command.set_defaults(handler=_with_client(_operation(f"ramp/{name}", lambda _a: {})))
-
-    for name, text in [
-        ("promote", "make the candidate the baseline"),
-        ("rollback", "send all traffic to the baseline"),
-        ("disable", "kill switch: everything to the baseline, flag DISABLED"),
-        ("enable", "re-enable a disabled release flag"),
-    ]:
-        command = ops.add_parser(name, help=text)
-        command.add_argument("model")
-        _common(command, change=True)
-        command.set_defaults(handler=_with_client(_operation(name, lambda _a: {})))
+        command.set_defaults(handler=_with_client(_operation(endpoint, lambda _a: {})))
 
 
 def _add_flags_parsers(commands: Any) -> None:
