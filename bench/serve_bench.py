@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -43,6 +42,7 @@ from bench._servers import (
     free_port,
     gateway_server,
     minimal_server,
+    unwind_on_signals,
 )
 
 GATEWAY, MINIMAL = "gateway", "minimal"
@@ -230,17 +230,9 @@ def check_same_answer(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"model_version": versions, "outputs": gateway}
 
 
-def _terminate(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # Unwind (and so stop the servers) on Ctrl-C even when started with SIGINT ignored (`&`),
-    # and on SIGTERM and SIGHUP.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    unwind_on_signals()
     started = time.monotonic()
     models = args.models.resolve()
     version = args.version or default_version(models / args.model)

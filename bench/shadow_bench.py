@@ -26,7 +26,6 @@ import datetime
 import os
 import platform
 import secrets
-import signal
 import statistics
 import sys
 import tempfile
@@ -38,12 +37,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import msgspec
 
 from bench._load import WRK, LoadResult, run_wrk, write_lua_script
-from bench._servers import Server, free_port, gateway_server
+from bench._servers import Server, free_port, gateway_server, unwind_on_signals
 
 OFF, ON = "no-shadow", "shadow"
 MODEL = "digits"
@@ -209,14 +208,9 @@ class Admin:
         return counts
 
 
-def _terminate(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
+    unwind_on_signals()
     started = time.monotonic()
     models = args.models.resolve()
     if not (models / MODEL / args.shadow / "manifest.json").is_file():
