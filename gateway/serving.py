@@ -69,13 +69,11 @@ class Serving:
         request_id: str,
     ) -> _Routed:
         """Evaluate the model's release flag once for this request's context."""
-        if targeting_key is None:
-            # The request id is not sticky: evaluate, but keep it out of the repeat-user cache.
-            decision = self.router.route(model, request_id, attributes, cacheable=False)
-            return _Routed(decision, request_id, attributes)
-        return _Routed(
-            self.router.route(model, targeting_key, attributes), targeting_key, attributes
-        )
+        # Without a targeting key the request id stands in; it is not sticky, so its
+        # decision stays out of the repeat-user cache.
+        key = request_id if targeting_key is None else targeting_key
+        decision = self.router.route(model, key, attributes, cacheable=targeting_key is not None)
+        return _Routed(decision, key, attributes)
 
     def serve(
         self,
