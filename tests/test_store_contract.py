@@ -539,6 +539,35 @@ async def test_prune_comparisons_by_age_and_count(store: Store) -> None:
 
 
 @pytest.mark.anyio
+async def test_prune_cuts_across_written_batches(store: Store) -> None:
+    """Records written in several batches prune exactly: by age where the cut falls inside a
+    batch, and by count keeping the most recently written, whatever their times."""
+    for start in (0, 4, 8):  # three batches of four, the middle one written with later times
+        offset = 100.0 if start == 4 else 0.0
+        await store.add_comparisons(
+            [comparison(str(i), float(i) + offset) for i in range(start, start + 4)]
+        )
+
+    assert await store.prune_comparisons(older_than=2.0) == 2  # "0", "1" of the first batch
+    # The 7 written last: the third batch, and the middle one but for its first ("4").
+    assert await store.prune_comparisons(keep_newest=7) == 3  # "2", "3", "4"
+    found = [r.request_id for r in await store.comparisons("digits")]
+    assert found == ["7", "6", "5", "11", "10", "9", "8"]
+    assert await store.prune_comparisons(keep_newest=3) == 4
+    assert [r.request_id for r in await store.comparisons("digits")] == ["11", "10", "9"]
+
+
+@pytest.mark.anyio
+async def test_comparisons_of_equal_times_read_the_later_written_first(store: Store) -> None:
+    """Records with one time, in one batch or across batches, read back latest written first."""
+    await store.add_comparisons([comparison("a", 5.0), comparison("b", 5.0)])
+    await store.add_comparisons([comparison("c", 5.0)])
+
+    assert [r.request_id for r in await store.comparisons("digits")] == ["c", "b", "a"]
+    assert [r.request_id for r in await store.comparisons("digits", limit=2)] == ["c", "b"]
+
+
+@pytest.mark.anyio
 async def test_comparisons_are_shared_and_refused_when_closed(open_store: OpenStore) -> None:
     """Records written by one store object (worker) are read by another; a closed store
     refuses comparison calls like any other."""
@@ -664,7 +693,7 @@ async def test_sqlite_file_of_schema_1_gains_the_comparison_table(tmp_path: Path
     path = tmp_path / "state.sqlite"
     await (await _sqlite_with_history(path)).close()
     raw = sqlite3.connect(path)
-    raw.execute("DROP TABLE shadow_comparisons")
+    raw.execute("DROP TABLE shadow_batches")
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
@@ -676,3 +705,59 @@ async def test_sqlite_file_of_schema_1_gains_the_comparison_table(tmp_path: Path
         assert len(await store.comparisons("digits")) == 1
     finally:
         await store.close()
+
+
+# The comparison table of schema 2, a row per record, as gateways before schema 3 wrote it.
+_SCHEMA_2_COMPARISONS = """
+CREATE TABLE shadow_comparisons (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, model TEXT NOT NULL,
+    request_id TEXT NOT NULL, primary_version TEXT NOT NULL, shadow_version TEXT NOT NULL,
+    outcome TEXT NOT NULL, variant TEXT NOT NULL, cohort TEXT NOT NULL, context TEXT NOT NULL,
+    rows INTEGER NOT NULL, agreed_rows INTEGER, agree INTEGER, max_abs_diff REAL,
+    primary_latency_ms REAL, shadow_latency_ms REAL, primary_error TEXT NOT NULL,
+    shadow_error TEXT NOT NULL, inputs_dropped INTEGER NOT NULL, payload TEXT
+)
+"""
+
+
+@pytest.mark.anyio
+async def test_sqlite_file_of_schema_2_moves_its_records_into_batches(tmp_path: Path) -> None:
+    """A state file of schema 2 (a row per comparison record) opens with every record, payload
+    included, readable as before, and its old table gone."""
+    path = tmp_path / "state.sqlite"
+    await (await _sqlite_with_history(path)).close()
+    payload = (
+        '{"primary_output":{"classes":["7"],"tensors":{"probabilities":{"shape":[1,2],'
+        '"datatype":"FP32","data":[0.25,0.75]}}},"inputs":{"pixels":{"shape":[1,2],'
+        '"datatype":"FP32","data":[1.0,2.0]}}}'
+    )
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE shadow_batches")
+    raw.execute(_SCHEMA_2_COMPARISONS)
+    raw.executemany(
+        "INSERT INTO shadow_comparisons (at, model, request_id, primary_version, shadow_version, "
+        "outcome, variant, cohort, context, rows, agreed_rows, agree, max_abs_diff, "
+        "primary_latency_ms, shadow_latency_ms, primary_error, shadow_error, inputs_dropped, "
+        "payload) VALUES (?, 'digits', ?, '1', '3', 'compared', 'baseline', 'beta', "
+        "'{\"tier\":\"beta\"}', 1, ?, ?, 0.125, 0.25, 0.5, '', '', 0, ?)",
+        [(10.0, "a", 1, 1, payload), (20.0, "b", 0, 0, None)],
+    )
+    raw.execute("PRAGMA user_version = 2")
+    raw.commit()
+    raw.close()
+
+    store = SQLiteStore(path)
+    try:
+        newest, oldest = await store.comparisons("digits")
+        assert (newest.request_id, newest.agree, newest.primary_output) == ("b", False, None)
+        assert (oldest.request_id, oldest.agree, oldest.context) == ("a", True, {"tier": "beta"})
+        assert oldest.primary_output is not None
+        assert oldest.primary_output.tensors["probabilities"].data == [0.25, 0.75]
+        assert oldest.inputs is not None
+        assert oldest.inputs["pixels"].data == [1.0, 2.0]
+    finally:
+        await store.close()
+    raw = sqlite3.connect(path)
+    tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
+    raw.close()
+    assert "shadow_comparisons" not in tables

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from gateway.observability.histograms import HistogramCollector, HistogramCounts
 from gateway.observability.request_metrics import RequestPathMetrics
 
 # Latencies of small CPU models sit between 50 µs and a few ms; slow ones reach seconds.
@@ -39,7 +40,6 @@ class _PairMetrics:
     agree: Counter
     disagree: Counter
     ratio: Gauge
-    difference: Histogram
     agreed: int = 0
     rows: int = 0
 
@@ -95,19 +95,23 @@ class GatewayMetrics:
             ["model", "primary", "shadow"],
             registry=self.registry,
         )
-        self._shadow_latency = Histogram(
+        # Observed a batch of shadow runs at a time, from worker threads, under _shadow_lock.
+        self._shadow_lock = threading.Lock()
+        self._shadow_latency = HistogramCounts(
             "gateway_shadow_latency_seconds",
-            "Time a shadow version took to answer, by model and shadow version.",
+            "Time a shadow version took to answer, by model and shadow version (the runs of "
+            "one batch share its time).",
             ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
         )
-        self._shadow_difference = Histogram(
+        self._shadow_difference = HistogramCounts(
             "gateway_shadow_max_abs_difference",
             "Largest absolute difference between the primary's and the shadow's outputs.",
             ["model", "primary", "shadow"],
-            buckets=DIFFERENCE_BUCKETS,
-            registry=self.registry,
+            DIFFERENCE_BUCKETS,
+        )
+        self.registry.register(
+            HistogramCollector(self._shadow_lock, self._shadow_latency, self._shadow_difference)
         )
         self._shadow_in_flight = Gauge(
             "gateway_shadow_in_flight",
@@ -166,10 +170,8 @@ class GatewayMetrics:
         )
         # Label lookups cost more than the increment itself; children are cached per label set.
         self._shadow_children: dict[tuple[str, str, str, str], Counter] = {}
-        self._agreement_lock = threading.Lock()
         # Per shadow pair: its metric children and the running agreement (under the lock).
         self._pairs: dict[tuple[str, str, str], _PairMetrics] = {}
-        self._shadow_latency_children: dict[tuple[str, str], Histogram] = {}
 
     def observe_request(
         self, model: str, version: str, outcome: str, latency_s: float | None, variant: str = ""
@@ -217,25 +219,23 @@ class GatewayMetrics:
                 agree=self._shadow_rows.labels(*key, "agree"),
                 disagree=self._shadow_rows.labels(*key, "disagree"),
                 ratio=self._shadow_agreement.labels(*key),
-                difference=self._shadow_difference.labels(*key),
             )
         if rows > 0:
             pair.agree.inc(agreed_rows)
             pair.disagree.inc(rows - agreed_rows)
-            with self._agreement_lock:
+        with self._shadow_lock:
+            if rows > 0:
                 pair.agreed += agreed_rows
                 pair.rows += rows
-                ratio = pair.agreed / pair.rows
-            pair.ratio.set(ratio)
-        for difference in differences:
-            pair.difference.observe(difference)
+                pair.ratio.set(pair.agreed / pair.rows)
+            self._shadow_difference.observe_many(key, differences)
 
-    def observe_shadow_latency(self, model: str, version: str, latency_s: float) -> None:
-        key = (model, version)
-        histogram = self._shadow_latency_children.get(key)
-        if histogram is None:
-            histogram = self._shadow_latency_children[key] = self._shadow_latency.labels(*key)
-        histogram.observe(latency_s)
+    def observe_shadow_latency(
+        self, model: str, version: str, latency_s: float, runs: int = 1
+    ) -> None:
+        """Count `runs` shadow runs that took `latency_s` (the runs of one batch)."""
+        with self._shadow_lock:
+            self._shadow_latency.observe((model, version), latency_s, runs)
 
     def count_shadow_drop(self, reason: str) -> None:
         self._shadow_drops.labels(reason).inc()

@@ -9,9 +9,9 @@ the same shape (for the demo, the probabilities).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,8 +23,7 @@ from gateway.state import OutputRecord, TensorData
 _DATATYPE_OF = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class Comparison:
+class Comparison(NamedTuple):
     """How two answers to one request compare.
 
     `agreed_rows` and `agree` are None when either side has no class output (or the two
@@ -87,13 +86,63 @@ def compare(
     shadow: Mapping[str, Tensor],
 ) -> Comparison:
     """Agreement on the top class row by row, and the largest difference of the outputs."""
-    diff = max_abs_diff(primary, shadow)
+    rows = _rows(primary_classes, primary)
+    return agreement(primary_classes, shadow_classes, rows, max_abs_diff(primary, shadow))
+
+
+def agreement(
+    primary_classes: list[str] | None,
+    shadow_classes: list[str] | None,
+    rows: int,
+    diff: float | None,
+) -> Comparison:
+    """The comparison of two answers whose difference is known: agreement row by row on the
+    top class, where both sides name one for the same number of rows."""
     if primary_classes is None or shadow_classes is None:
-        return Comparison(_rows(primary_classes, primary), None, None, diff)
+        return Comparison(rows, None, None, diff)
     if len(primary_classes) != len(shadow_classes):
         return Comparison(len(primary_classes), None, None, diff)
-    agreed = sum(1 for a, b in zip(primary_classes, shadow_classes, strict=True) if a == b)
+    agreed = sum(map(operator.eq, primary_classes, shadow_classes))
     return Comparison(len(primary_classes), agreed, agreed == len(primary_classes), diff)
+
+
+def run_max_abs_diffs(
+    primary: Mapping[str, Tensor], shadow: Mapping[str, Tensor], rows: Sequence[int]
+) -> list[float | None] | None:
+    """`max_abs_diff` of each run of a batch, from the whole batch's outputs at once.
+
+    `primary` and `shadow` hold the outputs of consecutive runs of `rows` rows each, stacked
+    along their first dimension. None when an output has no rows to split by (compare each
+    run alone then).
+    """
+    total = sum(rows)
+    per_row: np.ndarray[Any, np.dtype[np.float64]] | None = None
+    for name, mine in primary.items():
+        theirs = shadow.get(name)
+        if (
+            theirs is None
+            or mine.dtype.kind != "f"
+            or theirs.dtype.kind != "f"
+            or mine.shape != theirs.shape
+        ):
+            continue
+        if mine.ndim == 0 or mine.shape[0] != total:
+            return None
+        if mine.size == 0:
+            continue
+        delta = np.subtract(mine, theirs, dtype=np.float64)
+        np.abs(delta, out=delta)
+        row = delta.reshape(total, -1).max(axis=1)
+        per_row = row if per_row is None else np.maximum(per_row, row)
+    if per_row is None:
+        return [None] * len(rows)
+    if all(count == 1 for count in rows):
+        return list(per_row.tolist())
+    starts = np.cumsum([0, *rows[:-1]])
+    filled = [count > 0 for count in rows]
+    mask = np.asarray(filled)
+    maxima = iter(np.maximum.reduceat(per_row, starts[mask]).tolist() if any(filled) else [])
+    return [next(maxima) if has_rows else None for has_rows in filled]
 
 
 def _rows(classes: list[str] | None, outputs: Mapping[str, Tensor]) -> int:

@@ -31,94 +31,29 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import structlog
 
-from gateway.dataplane import InferenceRequest, Prediction
-from gateway.dataplane.dataplane import decode_inputs
-from gateway.dataplane.tensors import check_output
-from gateway.errors import InvalidRequest
 from gateway.flags.document import Release, ShadowTarget
 from gateway.flags.router import RouteDecision
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
-from gateway.repository.manifest import Manifest, TensorSpec
-from gateway.runtimes.base import ModelRuntime, Tensor
-from gateway.shadow.cohorts import Attribute, CohortResolver
-from gateway.shadow.compare import compare, input_record, output_record, top_classes
+from gateway.shadow.batch import VersionBatches
+from gateway.shadow.jobs import QUEUED, RUNNING, SETTLED, ShadowJob, ShadowRequest
 from gateway.shadow.load import LoopLoad, thread_demand_s
 from gateway.shadow.policy import ShadowConfig, ShadowPolicy, release_policy
-from gateway.state import ComparisonOutcome, ComparisonRecord, OutputRecord, TensorData
+from gateway.shadow.records import RecordMaker
+from gateway.state import ComparisonRecord
+
+__all__ = ["RecordSink", "ShadowRequest", "ShadowRunner"]
 
 _log = structlog.get_logger("gateway.shadow")
 
 RecordSink = Callable[[list[ComparisonRecord]], object]
 """Where finished records go, a batch at a time; called from worker threads and the event
 loop alike."""
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowRequest:
-    """A routed request whose primary has answered (`primary`) or failed (`primary_error`).
-
-    `request` and `binary_inputs` are only needed when the primary failed: the shadow then
-    decodes the inputs itself, off the request path.
-    """
-
-    decision: RouteDecision
-    request_id: str
-    targeting_key: str
-    context: Mapping[str, Attribute]
-    at: float
-    primary: Prediction | None
-    primary_error: str = ""
-    primary_latency_s: float | None = None
-    max_batch_rows: int = 1024
-    request: InferenceRequest | None = None
-    binary_inputs: Mapping[str, bytes] | None = None
-
-
-_QUEUED, _RUNNING, _SETTLED = 0, 1, 2
-YIELD_EVERY = 4  # runs between two pauses that leave the GIL to the event loop
-YIELD_S = 0.0002  # long enough for a loop thread waiting on the GIL to be scheduled and take it
-
-
-@dataclass(slots=True, eq=False)
-class _Job:
-    request: ShadowRequest
-    version: str
-    policy: ShadowPolicy
-    deadline: float
-    """`time.monotonic()` past which the run is settled as a timeout."""
-    state: int = _QUEUED
-    """Queued, running in a batch, or settled (its record emitted, or discarded)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """One run's share of a (batched) prediction: its outputs and their top classes, or why
-    it has none."""
-
-    outputs: dict[str, Tensor] | None
-    error: str
-    latency_s: float
-    classes: list[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Primary:
-    """The primary's side of every record for one request."""
-
-    version: str
-    outputs: Mapping[str, Tensor]
-    classes: list[str] | None
-    specs: Sequence[TensorSpec]
-    inputs: Mapping[str, Tensor] | None
-    manifest: Manifest | None
 
 
 class ShadowRunner:
@@ -141,14 +76,15 @@ class ShadowRunner:
         self._load = load
         self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not secrets
         self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[_Job] = deque()
-        self._jobs: set[_Job] = set()  # every job holding a slot
+        self._queue: deque[ShadowJob] = deque()
+        self._jobs: set[ShadowJob] = set()  # every job holding a slot
         self._in_flight = 0
         self._in_flight_by_model: dict[str, int] = {}
         self._max_in_flight = config.threads * config.batch_max
         self._drops: Counter[tuple[str, str, str, str]] = Counter()
         self._policies: dict[str, tuple[Release, ShadowPolicy]] = {}
-        self._cohorts = CohortResolver()
+        self._records = RecordMaker(registry, config)
+        self._batches = VersionBatches(registry, metrics, self._records)
         self._workers: list[threading.Thread] = []
         self._closed = False
 
@@ -188,14 +124,14 @@ class ShadowRunner:
             if self._load is not None and not self._load.admit():
                 self._drop(model, primary, target.version, "load")
                 continue
-            job = _Job(request, target.version, policy, now + policy.timeout_s)
+            job = ShadowJob(request, target.version, policy, now + policy.timeout_s)
             if not self._enqueue(job):
                 self._drop(model, primary, target.version, "budget")
                 continue
             queued += 1
         return queued
 
-    def _enqueue(self, job: _Job) -> bool:
+    def _enqueue(self, job: ShadowJob) -> bool:
         model = job.request.decision.model
         with self._cond:
             held = self._in_flight_by_model.get(model, 0)
@@ -229,7 +165,7 @@ class ShadowRunner:
         with self._cond:
             self._drops[(model, primary, shadow, reason)] += 1
 
-    def _release(self, jobs: Sequence[_Job]) -> None:
+    def _release(self, jobs: Sequence[ShadowJob]) -> None:
         """Give the slots of finished (or never started) runs back; the caller holds the lock."""
         for job in jobs:
             self._in_flight -= 1
@@ -269,23 +205,23 @@ class ShadowRunner:
                 if self._load is not None:
                     self._load.add_shadow_cpu(thread_demand_s() - started)
 
-    def _take_batch(self, most: int) -> list[_Job]:
+    def _take_batch(self, most: int) -> list[ShadowJob]:
         """Up to `most` queued runs of the first queued (model, version), in order; the lock
         is held. A batch holds one version, so a version that hangs holds up only its own
         runs. Runs that timed out while queued leave the queue and give their slots back."""
-        batch: list[_Job] = []
-        expired: list[_Job] = []
-        others: deque[_Job] = deque()
+        batch: list[ShadowJob] = []
+        expired: list[ShadowJob] = []
+        others: deque[ShadowJob] = deque()
         key: tuple[str, str] | None = None
         while self._queue:
             job = self._queue.popleft()
-            if job.state != _QUEUED:
+            if job.state != QUEUED:
                 expired.append(job)
                 continue
             job_key = (job.request.decision.model, job.version)
             key = key or job_key
             if job_key == key and len(batch) < most:
-                job.state = _RUNNING
+                job.state = RUNNING
                 batch.append(job)
             else:
                 others.append(job)
@@ -293,118 +229,23 @@ class ShadowRunner:
         self._release(expired)
         return batch
 
-    def _run_batch(self, batch: list[_Job]) -> None:
-        groups: dict[tuple[str, str], list[_Job]] = {}
+    def _run_batch(self, batch: list[ShadowJob]) -> None:
+        groups: dict[tuple[str, str], list[ShadowJob]] = {}
         for job in batch:  # one group as `_take_batch` builds them; more if called otherwise
             groups.setdefault((job.request.decision.model, job.version), []).append(job)
-        primaries: dict[int, _Primary] = {}
         for (model, version), jobs in groups.items():
             try:
-                records = self._run_group(model, version, jobs, primaries)
+                records = self._batches.run(model, version, jobs)
             except Exception as exc:  # a bug of ours must not kill the worker or leak slots
                 _log.exception("shadow_run_failed", model=model, shadow=version)
                 records = [
-                    self._record(job, "shadow_error", shadow_error=f"internal error: {exc}")
+                    self._records.record(job, "shadow_error", shadow_error=f"internal error: {exc}")
                     for job in jobs
                 ]
             finally:
                 with self._cond:
                     self._release(jobs)
             self._settle(jobs, records)
-
-    def _run_group(
-        self, model: str, version: str, jobs: list[_Job], primaries: dict[int, _Primary]
-    ) -> list[ComparisonRecord]:
-        """Predict every run of one version (batched where it can be), then record each."""
-        started = time.perf_counter()
-        try:
-            manifest, runtime = self._registry.version(model, version).ready_runtime()
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            latency = time.perf_counter() - started
-            return [
-                self._record(job, "shadow_error", shadow_error=error, shadow_latency_s=latency)
-                for job in jobs
-            ]
-        answers: list[_Answer | None] = []
-        inputs: list[Mapping[str, Tensor]] = []
-        for job in jobs:
-            try:
-                inputs.append(self._inputs_for(job.request, manifest))
-                answers.append(None)
-            except Exception as exc:
-                answers.append(_Answer(None, f"{type(exc).__name__}: {exc}", 0.0))
-        predicted = iter(_predict(manifest, runtime, inputs))
-        records = []
-        for index, (job, failed) in enumerate(zip(jobs, answers, strict=True)):
-            if index % YIELD_EVERY == YIELD_EVERY - 1:
-                # Leave the GIL to the event loop, if it waits for it: a batch's bookkeeping
-                # never holds up a request for longer than a few runs' worth. (A zero sleep
-                # would not do: this thread would take the GIL back before the woken loop
-                # thread runs, and the loop would wait out the 5 ms switch interval.)
-                time.sleep(YIELD_S)
-            answer = failed or next(predicted)
-            if failed is None:
-                self._metrics.observe_shadow_latency(model, version, answer.latency_s)
-            primary = primaries.get(id(job.request))
-            if primary is None:
-                primary = primaries[id(job.request)] = self._primary(job)
-            records.append(self._shadow_record(job, manifest, answer, primary))
-        return records
-
-    def _shadow_record(
-        self, job: _Job, manifest: Manifest, answer: _Answer, primary: _Primary
-    ) -> ComparisonRecord:
-        outputs = answer.outputs
-        if outputs is None:
-            return self._record(
-                job,
-                "shadow_error",
-                shadow_error=answer.error,
-                shadow_latency_s=answer.latency_s,
-                primary=primary,
-            )
-        classes = answer.classes
-        if job.request.primary is None:
-            shadow_output = output_record(
-                outputs, manifest.outputs, classes, self._config.max_output_values
-            )
-            return self._record(
-                job,
-                "primary_error",
-                shadow_latency_s=answer.latency_s,
-                shadow_output=shadow_output,
-                primary=primary,
-            )
-        comparison = compare(primary.classes, classes, primary.outputs, outputs)
-        # An agreement is kept as its summary (top classes, difference) unless asked otherwise.
-        summary_only = comparison.agree is True and not self._config.keep_agreeing_outputs
-        shadow_output = output_record(
-            outputs,
-            manifest.outputs,
-            classes,
-            0 if summary_only else self._config.max_output_values,
-        )
-        return self._record(
-            job,
-            "compared",
-            shadow_latency_s=answer.latency_s,
-            shadow_output=shadow_output,
-            primary=primary,
-            rows=comparison.rows,
-            agreed_rows=comparison.agreed_rows,
-            agree=comparison.agree,
-            max_abs_diff=comparison.max_abs_diff,
-        )
-
-    def _inputs_for(self, request: ShadowRequest, manifest: Manifest) -> Mapping[str, Tensor]:
-        if request.primary is not None and request.primary.inputs:
-            return request.primary.inputs
-        if request.request is None:
-            raise InvalidRequest("the request's inputs are not available to the shadow")
-        return decode_inputs(
-            manifest, request.request.inputs, request.binary_inputs or {}, request.max_batch_rows
-        )
 
     # -- settling --------------------------------------------------------------------------
 
@@ -421,14 +262,14 @@ class ShadowRunner:
         running one's answer will be discarded); return how many."""
         now = time.monotonic() if now is None else now
         with self._cond:
-            overdue = [job for job in self._jobs if job.state != _SETTLED and job.deadline <= now]
+            overdue = [job for job in self._jobs if job.state != SETTLED and job.deadline <= now]
             for job in overdue:
-                job.state = _SETTLED
+                job.state = SETTLED
         records = []
         for job in overdue:
             timeout_ms = job.policy.timeout_s * 1000
             records.append(
-                self._record(
+                self._records.record(
                     job,
                     "timeout",
                     shadow_error=f"no answer within the {timeout_ms:g} ms timeout",
@@ -438,13 +279,13 @@ class ShadowRunner:
         self._emit(records)
         return len(overdue)
 
-    def _settle(self, jobs: list[_Job], records: list[ComparisonRecord]) -> None:
+    def _settle(self, jobs: list[ShadowJob], records: list[ComparisonRecord]) -> None:
         """Emit the records of the runs that have not timed out meanwhile."""
         with self._cond:
             settled = []
             for job, record in zip(jobs, records, strict=True):
-                if job.state == _RUNNING:
-                    job.state = _SETTLED
+                if job.state == RUNNING:
+                    job.state = SETTLED
                     settled.append(record)
         self._emit(settled)
 
@@ -473,85 +314,6 @@ class ShadowRunner:
             )
         self._sink(records)
 
-    # -- records -----------------------------------------------------------------------------
-
-    def _primary(self, job: _Job) -> _Primary:
-        request = job.request
-        prediction = request.primary
-        version = request.decision.serve
-        if prediction is None:
-            return _Primary(version, {}, None, (), None, None)
-        manifest = self._registry.version(request.decision.model, prediction.version).manifest
-        specs = manifest.outputs if manifest is not None else [s for s, _ in prediction.outputs]
-        labels = manifest.labels if manifest is not None else None
-        outputs = prediction.raw_outputs or {s.name: a for s, a in prediction.outputs}
-        classes = top_classes(outputs, specs, labels)
-        return _Primary(prediction.version, outputs, classes, specs, prediction.inputs, manifest)
-
-    def _record(
-        self,
-        job: _Job,
-        outcome: ComparisonOutcome,
-        *,
-        shadow_error: str = "",
-        shadow_latency_s: float | None = None,
-        shadow_output: OutputRecord | None = None,
-        primary: _Primary | None = None,
-        rows: int = 0,
-        agreed_rows: int | None = None,
-        agree: bool | None = None,
-        max_abs_diff: float | None = None,
-    ) -> ComparisonRecord:
-        request = job.request
-        decision = request.decision
-        if primary is None:
-            primary = self._primary(job)
-        inputs: dict[str, TensorData] | None = None
-        inputs_dropped = False
-        if job.policy.keep_inputs and primary.inputs:
-            specs = primary.manifest.inputs if primary.manifest is not None else []
-            inputs = input_record(primary.inputs, specs, job.policy.max_input_bytes)
-            inputs_dropped = inputs is None
-        if not rows and primary.classes is not None:
-            rows = len(primary.classes)
-        latency = request.primary_latency_s
-        if latency is None and request.primary is not None:
-            latency = request.primary.latency_s
-        primary_output = None
-        if request.primary is not None:
-            summary_only = agree is True and not self._config.keep_agreeing_outputs
-            primary_output = output_record(
-                primary.outputs,
-                primary.specs,
-                primary.classes,
-                0 if summary_only else self._config.max_output_values,
-            )
-        return ComparisonRecord(
-            request_id=request.request_id,
-            at=request.at,
-            model=decision.model,
-            primary_version=primary.version,
-            shadow_version=job.version,
-            outcome=outcome,
-            variant=decision.variant or "",
-            cohort=self._cohorts.cohort(
-                decision.release, decision.reason, request.targeting_key, request.context
-            ),
-            context=dict(request.context),
-            rows=rows,
-            agreed_rows=agreed_rows,
-            agree=agree,
-            max_abs_diff=max_abs_diff,
-            primary_latency_ms=None if latency is None else latency * 1000,
-            shadow_latency_ms=None if shadow_latency_s is None else shadow_latency_s * 1000,
-            primary_error=request.primary_error,
-            shadow_error=shadow_error,
-            primary_output=primary_output,
-            shadow_output=shadow_output,
-            inputs=inputs,
-            inputs_dropped=inputs_dropped,
-        )
-
     # -- housekeeping ----------------------------------------------------------------------
 
     @property
@@ -572,104 +334,10 @@ class ShadowRunner:
         running batch finishes on its own (a daemon thread: it cannot hold up the exit)."""
         with self._cond:
             self._closed = True
-            abandoned = [job for job in self._queue if job.state == _QUEUED]
+            abandoned = [job for job in self._queue if job.state == QUEUED]
             for job in abandoned:
-                job.state = _SETTLED
+                job.state = SETTLED
             self._release(list(self._queue))
             self._queue.clear()
             self._cond.notify_all()
         self._metrics.set_shadow_in_flight(self.in_flight)
-
-
-def _batch_rows(manifest: Manifest, inputs: Mapping[str, Tensor]) -> int | None:
-    for spec in manifest.inputs:
-        if spec.shape and spec.shape[0] == -1 and spec.name in inputs:
-            return int(inputs[spec.name].shape[0])
-    return None
-
-
-def _predict(
-    manifest: Manifest, runtime: ModelRuntime, inputs: Sequence[Mapping[str, Tensor]]
-) -> list[_Answer]:
-    """One answer per request: from one batched prediction where the signature allows it,
-    else (or when the batch fails) from one prediction per request."""
-    if len(inputs) > 1 and _batchable(manifest, inputs):
-        answers = _predict_batch(manifest, runtime, inputs)
-        if answers is not None:
-            return answers
-    return [_predict_one(manifest, runtime, one) for one in inputs]
-
-
-def _predict_one(
-    manifest: Manifest, runtime: ModelRuntime, inputs: Mapping[str, Tensor]
-) -> _Answer:
-    started = time.perf_counter()
-    try:
-        raw = runtime.predict(inputs)
-    except Exception as exc:
-        return _Answer(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started)
-    latency = time.perf_counter() - started
-    return _checked(manifest, raw, _batch_rows(manifest, inputs), latency)
-
-
-def _checked(
-    manifest: Manifest, raw: Mapping[str, Any], rows: int | None, latency_s: float
-) -> _Answer:
-    for spec in manifest.outputs:
-        problem = check_output(spec, raw.get(spec.name), rows)
-        if problem is not None:
-            return _Answer(None, f"InvalidOutput: {problem}", latency_s)
-    outputs = {spec.name: raw[spec.name] for spec in manifest.outputs}
-    return _Answer(outputs, "", latency_s, top_classes(outputs, manifest.outputs, manifest.labels))
-
-
-def _batchable(manifest: Manifest, inputs: Sequence[Mapping[str, Tensor]]) -> bool:
-    """Every input and output has a leading batch dimension, and the requests agree on the
-    dtype and the other dimensions of each input."""
-    specs = (*manifest.inputs, *manifest.outputs)
-    if not all(spec.shape and spec.shape[0] == -1 for spec in specs):
-        return False
-    for spec in manifest.inputs:
-        first = inputs[0][spec.name]
-        if any(
-            one[spec.name].dtype != first.dtype or one[spec.name].shape[1:] != first.shape[1:]
-            for one in inputs
-        ):
-            return False
-    return True
-
-
-def _predict_batch(
-    manifest: Manifest, runtime: ModelRuntime, inputs: Sequence[Mapping[str, Tensor]]
-) -> list[_Answer] | None:
-    """The requests as one batch, split back; None when the batch fails or its outputs do
-    not split by rows (each request then runs alone, so a failure is its own)."""
-    rows = [int(one[manifest.inputs[0].name].shape[0]) for one in inputs]
-    total = sum(rows)
-    merged = {
-        spec.name: np.concatenate([one[spec.name] for one in inputs]) for spec in manifest.inputs
-    }
-    started = time.perf_counter()
-    try:
-        raw = runtime.predict(merged)
-    except Exception:
-        return None
-    latency = time.perf_counter() - started
-    arrays: dict[str, Tensor] = {}
-    for spec in manifest.outputs:
-        array = raw.get(spec.name)
-        if not isinstance(array, np.ndarray) or array.ndim < 1 or array.shape[0] != total:
-            return None
-        arrays[spec.name] = array
-    whole = _checked(manifest, arrays, total, latency)  # classes of every row at once
-    answers = []
-    offset = 0
-    for count in rows:
-        part = {name: array[offset : offset + count] for name, array in arrays.items()}
-        if whole.outputs is not None:  # the batch is sound, and so is every part of it
-            classes = None if whole.classes is None else whole.classes[offset : offset + count]
-            answers.append(_Answer(part, "", latency, classes))
-        else:  # find which parts break the signature
-            answers.append(_checked(manifest, part, count, latency))
-        offset += count
-    return answers

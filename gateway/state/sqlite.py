@@ -14,6 +14,7 @@ path, and each transaction is a few statements long. The worst case is a write w
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import threading
 import time
@@ -25,20 +26,19 @@ from typing import Any, Literal
 import msgspec
 import structlog
 
+from gateway.state import comparison_batches as batches
 from gateway.state.errors import StoreUnavailable, VersionConflict
 from gateway.state.store import (
     AuditEntry,
     ComparisonRecord,
     DiffFn,
     FlagRecord,
-    OutputRecord,
-    TensorData,
     whole_value_diff,
 )
 
 _log = structlog.get_logger("gateway.state")
 
-SCHEMA_VERSION = 2  # 2: shadow_comparisons
+SCHEMA_VERSION = 3  # 2: shadow_comparisons, 3: shadow comparisons in batches
 MAX_AUDIT_LIMIT = 10_000
 
 _SCHEMA = """
@@ -76,30 +76,6 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('flag_changes', 0);
-CREATE TABLE IF NOT EXISTS shadow_comparisons (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    model TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    primary_version TEXT NOT NULL,
-    shadow_version TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    cohort TEXT NOT NULL,
-    context TEXT NOT NULL,
-    rows INTEGER NOT NULL,
-    agreed_rows INTEGER,
-    agree INTEGER,
-    max_abs_diff REAL,
-    primary_latency_ms REAL,
-    shadow_latency_ms REAL,
-    primary_error TEXT NOT NULL,
-    shadow_error TEXT NOT NULL,
-    inputs_dropped INTEGER NOT NULL,
-    payload TEXT
-);
-CREATE INDEX IF NOT EXISTS shadow_by_model_at ON shadow_comparisons (model, at);
-CREATE INDEX IF NOT EXISTS shadow_by_at ON shadow_comparisons (at);
 """
 
 # Literal statements only; every value travels as a parameter.
@@ -122,33 +98,6 @@ _SELECT_AUDIT_BY_MODEL = (
     "SELECT id, at, actor, action, key, model, reason, version_before, version_after, diff, "
     "evidence FROM audit WHERE model = ? ORDER BY id DESC LIMIT ?"
 )
-
-_COMPARISON_COLUMNS = (
-    "at, model, request_id, primary_version, shadow_version, outcome, variant, cohort, context, "
-    "rows, agreed_rows, agree, max_abs_diff, primary_latency_ms, shadow_latency_ms, "
-    "primary_error, shadow_error, inputs_dropped"
-)
-_INSERT_COMPARISON = (
-    f"INSERT INTO shadow_comparisons ({_COMPARISON_COLUMNS}, payload) "  # noqa: S608 - literals
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_PRUNE_BY_AGE = "DELETE FROM shadow_comparisons WHERE at < ?"
-_PRUNE_BY_COUNT = (
-    "DELETE FROM shadow_comparisons WHERE id <= "
-    "(SELECT id FROM shadow_comparisons ORDER BY id DESC LIMIT 1 OFFSET ?)"
-)
-
-
-class _Payload(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The bulky part of a comparison record, kept as one JSON column."""
-
-    primary_output: OutputRecord | None = None
-    shadow_output: OutputRecord | None = None
-    inputs: dict[str, TensorData] | None = None
-
-
-_decode_payload = msgspec.json.Decoder(_Payload).decode
-_decode_context = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
 
 # Sorted keys make the encoding canonical, so "same flag" is a byte comparison.
 _encode = msgspec.json.Encoder(order="sorted").encode
@@ -205,8 +154,11 @@ class SQLiteStore:
                     f"the state file {self.path} has schema version {found}, newer than this "
                     f"gateway's {SCHEMA_VERSION}"
                 )
-            for statement in _statements(_SCHEMA):
+            for statement in _statements(_SCHEMA + batches.SCHEMA):
                 db.execute(statement)
+            if found == 2:
+                moved = batches.migrate_schema_2(db)
+                _log.info("shadow_records_migrated", path=str(self.path), records=moved)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -342,9 +294,9 @@ class SQLiteStore:
         await asyncio.to_thread(self._insert_comparisons, records)
 
     def _insert_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
-        rows = [_comparison_row(record) for record in records]  # encoded off the event loop
+        rows = batches.batch_rows(records)  # encoded off the event loop
         with self._transaction("IMMEDIATE") as db:
-            db.executemany(_INSERT_COMPARISON, rows)
+            db.executemany(batches.INSERT, rows)
 
     async def comparisons(
         self,
@@ -360,34 +312,23 @@ class SQLiteStore:
     ) -> list[ComparisonRecord]:
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be positive, not {limit}")
-        where = ["model = ?"]
-        values: list[Any] = [model]
-        for clause, value in (
-            ("at >= ?", since),
-            ("at < ?", until),
-            ("primary_version = ?", primary),
-            ("shadow_version = ?", shadow),
-        ):
-            if value is not None:
-                where.append(clause)
-                values.append(value)
-        if disagreements_only:
-            where.append("agree = 0")
-        columns = _COMPARISON_COLUMNS + (", payload" if payload else "")
-        # The clauses are literals chosen above; every value travels as a parameter.
-        query = (
-            f"SELECT {columns} FROM shadow_comparisons WHERE {' AND '.join(where)} "  # noqa: S608
-            "ORDER BY at DESC, id DESC"
-        )
-        if limit is not None:
-            query += " LIMIT ?"
-            values.append(limit)
-        rows = await asyncio.to_thread(self._select, query, tuple(values))
-        return [_comparison_record(row) for row in rows]
+        query = batches.Query(since, until, primary, shadow, disagreements_only)
+        return await asyncio.to_thread(self._select_comparisons, model, query, payload, limit)
 
-    def _select(self, query: str, values: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _select_comparisons(
+        self, model: str, query: batches.Query, payload: bool, limit: int | None
+    ) -> list[ComparisonRecord]:
         with self._guard() as db:
-            return db.execute(query, values).fetchall()
+            rows = db.execute(
+                "SELECT id, data FROM shadow_batches "
+                "WHERE model = ? AND last_at >= ? AND first_at < ?",
+                (
+                    model,
+                    -math.inf if query.since is None else query.since,
+                    math.inf if query.until is None else query.until,
+                ),
+            ).fetchall()
+        return batches.select(rows, query, payload=payload, limit=limit)
 
     async def prune_comparisons(
         self, *, older_than: float | None = None, keep_newest: int | None = None
@@ -400,12 +341,9 @@ class SQLiteStore:
         deleted = 0
         with self._transaction("IMMEDIATE") as db:
             if older_than is not None:
-                deleted += db.execute(_PRUNE_BY_AGE, (older_than,)).rowcount
+                deleted += _prune_older(db, older_than)
             if keep_newest is not None:
-                if keep_newest == 0:
-                    deleted += db.execute("DELETE FROM shadow_comparisons").rowcount
-                else:
-                    deleted += db.execute(_PRUNE_BY_COUNT, (keep_newest,)).rowcount
+                deleted += _prune_beyond(db, keep_newest)
         return deleted
 
     async def close(self) -> None:
@@ -455,74 +393,49 @@ def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
     )
 
 
-def _comparison_row(record: ComparisonRecord) -> tuple[Any, ...]:
-    payload = _Payload(record.primary_output, record.shadow_output, record.inputs)
-    return (
-        record.at,
-        record.model,
-        record.request_id,
-        record.primary_version,
-        record.shadow_version,
-        record.outcome,
-        record.variant,
-        record.cohort,
-        _text(record.context),
-        record.rows,
-        record.agreed_rows,
-        None if record.agree is None else int(record.agree),
-        record.max_abs_diff,
-        record.primary_latency_ms,
-        record.shadow_latency_ms,
-        record.primary_error,
-        record.shadow_error,
-        int(record.inputs_dropped),
-        _text(payload),
-    )
+def _prune_older(db: sqlite3.Connection, cut: float) -> int:
+    """Delete the records with `at < cut`: whole batches, and the old part of any batch that
+    straddles the cut."""
+    (deleted,) = db.execute(
+        "SELECT COALESCE(SUM(records), 0) FROM shadow_batches WHERE last_at < ?", (cut,)
+    ).fetchone()
+    db.execute("DELETE FROM shadow_batches WHERE last_at < ?", (cut,))
+    straddling = db.execute(
+        "SELECT id, data FROM shadow_batches WHERE first_at < ?", (cut,)
+    ).fetchall()
+    for batch_id, data in straddling:
+        records = batches.decode(data)
+        kept = [record for record in records if record.at >= cut]
+        deleted += len(records) - len(kept)
+        db.execute(batches.UPDATE, (*batches.encoded(kept), batch_id))
+    return int(deleted)
 
 
-def _comparison_record(row: tuple[Any, ...]) -> ComparisonRecord:
-    (
-        at,
-        model,
-        request_id,
-        primary_version,
-        shadow_version,
-        outcome,
-        variant,
-        cohort,
-        context,
-        rows,
-        agreed_rows,
-        agree,
-        max_abs_diff,
-        primary_latency_ms,
-        shadow_latency_ms,
-        primary_error,
-        shadow_error,
-        inputs_dropped,
-        *rest,
-    ) = row
-    payload = _decode_payload(rest[0]) if rest and rest[0] is not None else _Payload()
-    return ComparisonRecord(
-        request_id=request_id,
-        at=at,
-        model=model,
-        primary_version=primary_version,
-        shadow_version=shadow_version,
-        outcome=outcome,
-        variant=variant,
-        cohort=cohort,
-        context=_decode_context(context),
-        rows=rows,
-        agreed_rows=agreed_rows,
-        agree=None if agree is None else bool(agree),
-        max_abs_diff=max_abs_diff,
-        primary_latency_ms=primary_latency_ms,
-        shadow_latency_ms=shadow_latency_ms,
-        primary_error=primary_error,
-        shadow_error=shadow_error,
-        primary_output=payload.primary_output,
-        shadow_output=payload.shadow_output,
-        inputs=payload.inputs,
-        inputs_dropped=bool(inputs_dropped),
-    )
+def _prune_beyond(db: sqlite3.Connection, keep: int) -> int:
+    """Delete all but the `keep` most recently written records."""
+    total = 0
+    for batch_id, count in db.execute(
+        "SELECT id, records FROM shadow_batches ORDER BY id DESC"
+    ).fetchall():
+        if total + count < keep:
+            total += count
+            continue
+        # This batch holds the oldest record kept: older batches go, and its older part.
+        (deleted,) = db.execute(
+            "SELECT COALESCE(SUM(records), 0) FROM shadow_batches WHERE id < ?", (batch_id,)
+        ).fetchone()
+        db.execute("DELETE FROM shadow_batches WHERE id < ?", (batch_id,))
+        keep_here = keep - total
+        if keep_here == 0:
+            db.execute("DELETE FROM shadow_batches WHERE id = ?", (batch_id,))
+            return int(deleted) + int(count)
+        if keep_here < count:
+            kept = batches.decode(
+                db.execute("SELECT data FROM shadow_batches WHERE id = ?", (batch_id,)).fetchone()[
+                    0
+                ]
+            )[-keep_here:]
+            db.execute(batches.UPDATE, (*batches.encoded(kept), batch_id))
+            deleted += count - keep_here
+        return int(deleted)
+    return 0
