@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+from litestar.di import Provide
 
 from gateway.app import create_app
 from gateway.demo.digits import held_out_digits
@@ -102,7 +103,10 @@ async def _one_run(
         access_log_sample=0.0,
     )
     app = create_app(settings)
-    serving = app.dependencies["serving"].dependency()
+    provide = app.dependencies["serving"]
+    assert isinstance(provide, Provide)
+    serving = provide.dependency()
+    assert isinstance(serving, Serving)
     async with app.lifespan():
         await _serve(serving, bodies[:200], rate)  # warm-up: threads, caches, first batch
         await _settle(serving)

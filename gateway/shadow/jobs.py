@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import msgspec
 
@@ -37,9 +36,10 @@ class ShadowRequest(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     binary_inputs: Mapping[str, bytes] | None = None
 
 
-@dataclass(slots=True, eq=False)
-class ShadowJob:
-    """One shadow version's run of one request, from its admission until it is settled."""
+class ShadowJob(msgspec.Struct, eq=False, gc=False):
+    """One shadow version's run of one request, from its admission until it is settled.
+
+    Compared and hashed by identity (the runner keeps its jobs in a set)."""
 
     request: ShadowRequest
     version: str

@@ -50,7 +50,9 @@ ComparisonOutcome = Literal["compared", "shadow_error", "timeout", "primary_erro
 its output signature; the shadow outlived its timeout; the primary failed (the shadow ran)."""
 
 
-class TensorData(msgspec.Struct, frozen=True, kw_only=True):
+# Comparison records are plain data that never refer back to themselves: gc=False keeps the
+# garbage collector from tracking (and scanning) the thousands shadow mode holds between flushes.
+class TensorData(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A tensor as kept in a record: shape, V2 datatype and row-major data.
 
     `data` is None when the tensor was larger than the bound on what a record keeps.
@@ -61,7 +63,7 @@ class TensorData(msgspec.Struct, frozen=True, kw_only=True):
     data: list[Any] | None = None
 
 
-class OutputRecord(msgspec.Struct, frozen=True, kw_only=True):
+class OutputRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One side's answer: its top class per row (None for a model without a class output)
     and its output tensors (their data dropped when over the bound)."""
 
@@ -69,7 +71,7 @@ class OutputRecord(msgspec.Struct, frozen=True, kw_only=True):
     tensors: dict[str, TensorData] = {}
 
 
-class ComparisonRecord(msgspec.Struct, frozen=True, kw_only=True):
+class ComparisonRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One shadowed request: the primary's answer beside one shadow version's.
 
     `agreed_rows` and `agree` are None when the two could not be compared (an error on either
