@@ -122,6 +122,7 @@ def create_app(
     )
     serving = Serving(dataplane, router, shadow, guard, access_log, metrics)
     background: list[asyncio.Task[None]] = []
+    thresholds: list[int] = []  # the collector's thresholds before start-up, restored after
 
     async def on_startup() -> None:
         await control.start()
@@ -134,6 +135,9 @@ def create_app(
             # of tens of milliseconds, during which the event loop (and every request) waits.
             gc.collect()
             gc.freeze()
+        thresholds[:] = gc.get_threshold()
+        if settings.gc_gen0_threshold:
+            gc.set_threshold(settings.gc_gen0_threshold, *thresholds[1:])
         _log.info(
             "gateway_started",
             models={entry.name: entry.sorted_versions() for entry in registry},
@@ -151,6 +155,8 @@ def create_app(
         await control.stop()
         if settings.gc_freeze:
             gc.unfreeze()  # a process that builds apps again (tests) collects the old ones
+        if thresholds:
+            gc.set_threshold(*thresholds)
         registry.unload()
 
     app = Litestar(

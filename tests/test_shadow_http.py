@@ -275,3 +275,18 @@ def test_app_freezes_its_startup_heap_while_it_serves(settings: Settings) -> Non
     assert gc.get_freeze_count() == 0
     with TestClient(app=create_app(msgspec.structs.replace(settings, gc_freeze=False))):
         assert gc.get_freeze_count() == 0
+
+
+def test_app_collects_its_young_generation_less_often_while_it_serves(
+    settings: Settings,
+) -> None:
+    """While an app serves, the collector's first threshold is the configured one (the other
+    two unchanged); once it stops, the process's thresholds are back; 0 leaves them alone."""
+    before = gc.get_threshold()
+    with TestClient(app=create_app(msgspec.structs.replace(settings, gc_gen0_threshold=12_345))):
+        assert gc.get_threshold() == (12_345, *before[1:])
+    assert gc.get_threshold() == before
+    with TestClient(app=create_app(msgspec.structs.replace(settings, gc_gen0_threshold=0))):
+        assert gc.get_threshold() == before
+    with pytest.raises(ValueError, match="gc_gen0_threshold"):
+        Settings.from_mapping({"GATEWAY_GC_GEN0_THRESHOLD": "-1"})
