@@ -22,6 +22,7 @@ from gateway.shadow.compare import (
     input_record,
     max_abs_diff,
     output_record,
+    run_max_abs_diffs,
     tensor_bytes,
     top_classes,
 )
@@ -79,6 +80,48 @@ def test_compare_counts_agreeing_rows_and_the_largest_difference() -> None:
     assert result.max_abs_diff == pytest.approx(0.6, abs=1e-6)
     assert compare(["1"], ["1"], {}, {}).agree is True
     assert max_abs_diff({"p": probabilities([1.0, 2.0])}, {"p": probabilities([1.0])}) is None
+
+
+@given(
+    rows=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=8),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_batch_differences_equal_each_runs_own(rows: list[int], seed: int) -> None:
+    """The differences worked out once for a batch of stacked runs are each run's own
+    `max_abs_diff`: None for a run without rows, and only over same-named float outputs."""
+    generator = np.random.default_rng(seed)
+    total = sum(rows)
+    primary: dict[str, np.ndarray[Any, Any]] = {
+        "probabilities": generator.random((total, 3), dtype=np.float32),
+        "logits": generator.random((total, 2, 2)).astype(np.float64),
+        "label": generator.integers(0, 3, total),
+    }
+    shadow: dict[str, np.ndarray[Any, Any]] = {
+        "probabilities": generator.random((total, 3), dtype=np.float32),
+        "logits": generator.random((total, 2, 2)),
+        "label": generator.integers(0, 3, total),
+    }
+    starts = np.cumsum([0, *rows[:-1]])
+    expected = [
+        max_abs_diff(
+            {name: array[start : start + count] for name, array in primary.items()},
+            {name: array[start : start + count] for name, array in shadow.items()},
+        )
+        for start, count in zip(starts.tolist(), rows, strict=True)
+    ]
+
+    assert run_max_abs_diffs(primary, shadow, rows) == expected
+
+
+def test_batch_differences_need_outputs_with_rows() -> None:
+    """A float output without a row dimension, or not the batch's rows, leaves each run to be
+    compared alone (None); outputs with nothing to compare give no difference."""
+    scalar = {"score": np.float32(0.5) * np.ones((), dtype=np.float32)}
+    assert run_max_abs_diffs(scalar, scalar, [1]) is None
+    short = {"p": np.zeros((2, 3), dtype=np.float32)}
+    assert run_max_abs_diffs(short, short, [1, 2]) is None
+    labels = {"label": np.array([1, 2])}
+    assert run_max_abs_diffs(labels, labels, [1, 1]) == [None, None]
 
 
 def test_outputs_without_classes_are_compared_by_difference_only() -> None:

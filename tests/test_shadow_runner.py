@@ -419,9 +419,9 @@ async def test_closed_store_is_reported_not_raised(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_batched_runs_answer_as_single_runs(registry: ModelRegistry) -> None:
-    """Runs gathered into one batch (one prediction for all their rows) get exactly the top
-    classes and differences each request gets alone; agreements keep a summary, while
-    disagreements keep both outputs."""
+    """Runs gathered into one batch (one prediction for all their rows, one argmax over the
+    stacked primaries) get exactly the top classes and differences each request gets alone;
+    agreements keep a summary, while disagreements keep both outputs."""
     records: list[ComparisonRecord] = []
     runner = ShadowRunner(
         registry, GatewayMetrics(), config(concurrency=32, window_s=0.1), records.extend
@@ -464,6 +464,8 @@ async def test_batched_runs_answer_as_single_runs(registry: ModelRegistry) -> No
         assert record.shadow_output is not None
         assert record.shadow_output.classes == classes
         primary = request.primary.raw_outputs["probabilities"]
+        assert record.primary_output is not None
+        assert record.primary_output.classes == [str(c) for c in primary.argmax(axis=1)]
         diff = float(abs(primary.astype("f8") - expected["probabilities"].astype("f8")).max())
         assert record.max_abs_diff == pytest.approx(diff, abs=1e-6)
         data = record.shadow_output.tensors["probabilities"].data

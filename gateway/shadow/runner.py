@@ -8,13 +8,9 @@ queued beyond the budget. An admitted run is appended to a queue; that is all th
 path does (no thread is woken per request but the first of a batch).
 
 A few daemon worker threads drain the queue in batches: they wait `batch_window_s` after the
-first run arrives so that more gather, then take the queued runs of one (model, version) and
-run them as one batch (inputs concatenated along their batch dimension, one `predict`,
-outputs split back), and check, compare and record each run. Batching matters: per run, a
-thread wake-up and two GIL hand-offs cost more than a small model's prediction, and every
-one of them is taken from the event loop that serves the primaries. Runs that cannot be
-batched (no batch dimension, mismatched shapes), or whose batch fails, run one at a time.
-Workers pause every few runs so that the loop never waits long for the GIL.
+first run arrives so that more gather, then take the queued runs of one (model, version),
+run them as one batch and record each run (`batch.VersionBatches`), pausing every few
+records so that the loop never waits long for the GIL.
 
 A slot is held from the submit until the run's batch returns, so a version that hangs keeps
 its slots (and its worker) busy: later runs are dropped, threads never pile up, and other
