@@ -4,12 +4,14 @@ failures, the record buffer, batching to the store, retention and the drop log."
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -22,9 +24,12 @@ from gateway.flags.router import RouteDecision
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
 from gateway.runtimes import RuntimeOptions
+from gateway.shadow.batch import VersionBatches
+from gateway.shadow.jobs import ShadowJob
 from gateway.shadow.load import LoopLoad, thread_demand_s
 from gateway.shadow.policy import ShadowConfig, ShadowPolicy
 from gateway.shadow.recorder import ComparisonRecorder
+from gateway.shadow.records import RecordMaker
 from gateway.shadow.runner import ShadowRequest, ShadowRunner
 from gateway.shadow.service import ShadowService
 from gateway.state import ComparisonRecord, SQLiteStore, StoreUnavailable
@@ -490,6 +495,57 @@ async def test_agreements_keep_their_outputs_when_configured(registry: ModelRegi
     assert record.shadow_output is not None
     assert record.primary_output.tensors["probabilities"].data is not None
     assert record.shadow_output.tensors["probabilities"].data is not None
+
+
+@pytest.mark.parametrize("keep_agreeing", [False, True])
+def test_one_row_runs_of_a_batch_record_as_each_run_alone(
+    registry: ModelRegistry, keep_agreeing: bool
+) -> None:
+    """A batch of one-row runs (agreements sharing their summaries) gives each run the record
+    it gets alone, field for field but for the shadow's latency; some of them disagree."""
+    shadow_config = msgspec.structs.replace(config(), keep_agreeing_outputs=keep_agreeing)
+    batches = VersionBatches(registry, GatewayMetrics(), RecordMaker(registry, shadow_config))
+    dataplane = DataPlane(registry, Limits(), GatewayMetrics())
+    route = decision(("3", 100))
+    policy = ShadowPolicy(keep_inputs=False)
+    jobs = [
+        ShadowJob(
+            ShadowRequest(
+                decision=route,
+                request_id=f"r{index}",
+                targeting_key="k",
+                context={"tier": "free"},
+                at=float(index),
+                primary=dataplane.infer("digits", "1", v2(1, offset=index)),
+            ),
+            "3",
+            policy,
+            deadline=1e18,
+        )
+        for index in range(40)
+    ]
+
+    together = batches.run("digits", "3", jobs)
+    alone = [batches.run("digits", "3", [job])[0] for job in jobs]
+
+    assert {record.agree for record in together} == {True, False}
+    for mine, reference in zip(together, alone, strict=True):
+        # A batched prediction's floats can differ from a one-row one's in the last bits.
+        assert close(
+            msgspec.to_builtins(msgspec.structs.replace(mine, shadow_latency_ms=None)),
+            msgspec.to_builtins(msgspec.structs.replace(reference, shadow_latency_ms=None)),
+        ), mine.request_id
+
+
+def close(mine: Any, theirs: Any) -> bool:
+    """Equal plain data, floats within a float32's precision of each other."""
+    if isinstance(mine, float) and isinstance(theirs, float):
+        return math.isclose(mine, theirs, rel_tol=1e-5, abs_tol=1e-9)
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        return mine.keys() == theirs.keys() and all(close(mine[k], theirs[k]) for k in mine)
+    if isinstance(mine, list) and isinstance(theirs, list):
+        return len(mine) == len(theirs) and all(map(close, mine, theirs))
+    return bool(mine == theirs)
 
 
 class FakeClock:

@@ -28,8 +28,8 @@ from gateway.repository.manifest import Manifest
 from gateway.runtimes.base import ModelRuntime, Tensor
 from gateway.shadow.compare import max_abs_diff, run_max_abs_diffs, top_classes
 from gateway.shadow.jobs import ShadowJob, ShadowRequest
-from gateway.shadow.records import Answer, RecordMaker
-from gateway.state import ComparisonRecord
+from gateway.shadow.records import Answer, PrimarySide, RecordMaker
+from gateway.state import ComparisonRecord, OutputRecord
 
 YIELD_EVERY = 32  # records built between two pauses that leave the GIL to the event loop
 YIELD_S = 0.0002  # long enough for a loop thread waiting on the GIL to be scheduled and take it
@@ -80,6 +80,11 @@ class VersionBatches:
             diffs = run_max_abs_diffs(stacked.outputs, batch.outputs, batch.rows)
         predicted = iter(answers)
         latencies: Counter[float] = Counter()
+        # One-row runs that agree share their sides' summaries, one pair per class: most runs
+        # of a sound candidate agree, and their records then differ only in their own fields.
+        shared: dict[str, tuple[OutputRecord, OutputRecord] | None] | None = None
+        if diffs is not None and stacked is not None and all(n == 1 for n in stacked.rows):
+            shared = {}
         records = []
         for index, (job, failed, primary) in enumerate(zip(jobs, failures, primaries, strict=True)):
             if index % YIELD_EVERY == YIELD_EVERY - 1:
@@ -97,10 +102,29 @@ class VersionBatches:
                     if diffs is not None
                     else max_abs_diff(primary.outputs, answer.outputs)
                 )
-            records.append(self._maker.answered(job, manifest, answer, primary, diff))
+            records.append(self._record(job, manifest, answer, primary, diff, shared))
         for latency, runs in latencies.items():
             self._metrics.observe_shadow_latency(model, version, latency, runs)
         return records
+
+    def _record(
+        self,
+        job: ShadowJob,
+        manifest: Manifest,
+        answer: Answer,
+        primary: PrimarySide,
+        diff: float | None,
+        shared: dict[str, tuple[OutputRecord, OutputRecord] | None] | None,
+    ) -> ComparisonRecord:
+        """The run's record; a one-row agreement shares its summaries through `shared`."""
+        if shared is not None and answer.classes is not None and answer.classes == primary.classes:
+            (top,) = answer.classes
+            if top not in shared:
+                shared[top] = self._maker.summary_outputs(manifest, answer, primary)
+            summaries = shared[top]
+            if summaries is not None:
+                return self._maker.agreed(job, answer, primary, diff, summaries)
+        return self._maker.answered(job, manifest, answer, primary, diff)
 
 
 def _inputs_for(request: ShadowRequest, manifest: Manifest) -> Mapping[str, Tensor]:

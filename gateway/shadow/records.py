@@ -168,6 +168,43 @@ class RecordMaker:
             max_abs_diff=comparison.max_abs_diff,
         )
 
+    def agreed(
+        self,
+        job: ShadowJob,
+        answer: Answer,
+        primary: PrimarySide,
+        diff: float | None,
+        summaries: tuple[OutputRecord, OutputRecord],
+    ) -> ComparisonRecord:
+        """The record of a one-row run whose two sides agree, kept as its summary: what
+        `answered` gives it, with the two sides' summaries (`summary_outputs`) shared."""
+        primary_output, shadow_output = summaries
+        return self.record(
+            job,
+            "compared",
+            shadow_latency_s=answer.latency_s,
+            shadow_output=shadow_output,
+            primary=primary,
+            rows=1,
+            agreed_rows=1,
+            agree=True,
+            max_abs_diff=diff,
+            primary_output=primary_output,
+        )
+
+    def summary_outputs(
+        self, manifest: Manifest, answer: Answer, primary: PrimarySide
+    ) -> tuple[OutputRecord, OutputRecord] | None:
+        """Both sides of an agreement as a record keeps them (top classes and shapes), to
+        share between the runs of a batch with the same class; None when agreements keep
+        their outputs."""
+        if self._config.keep_agreeing_outputs or answer.outputs is None:
+            return None
+        return (
+            output_record(primary.outputs, primary.specs, primary.classes, 0),
+            output_record(answer.outputs, manifest.outputs, answer.classes, 0),
+        )
+
     def record(
         self,
         job: ShadowJob,
@@ -181,6 +218,7 @@ class RecordMaker:
         agreed_rows: int | None = None,
         agree: bool | None = None,
         max_abs_diff: float | None = None,
+        primary_output: OutputRecord | None = None,
     ) -> ComparisonRecord:
         """One run's record; the primary's side is worked out here when not given."""
         request = job.request
@@ -198,8 +236,7 @@ class RecordMaker:
         latency = request.primary_latency_s
         if latency is None and request.primary is not None:
             latency = request.primary.latency_s
-        primary_output = None
-        if request.primary is not None:
+        if primary_output is None and request.primary is not None:
             summary_only = agree is True and not self._config.keep_agreeing_outputs
             primary_output = output_record(
                 primary.outputs,
