@@ -10,7 +10,7 @@ the same shape (for the demo, the probabilities).
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,18 +59,25 @@ def _class_names(values: Tensor, labels: Sequence[str] | None, width: int | None
     return [str(i) for i in indices]
 
 
-def max_abs_diff(primary: Mapping[str, Tensor], shadow: Mapping[str, Tensor]) -> float | None:
-    """The largest |primary - shadow| over the floating-point outputs both have, same shape."""
-    largest: float | None = None
+def _comparable(
+    primary: Mapping[str, Tensor], shadow: Mapping[str, Tensor]
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The pairs of same-named floating-point outputs of the same shape: what is compared."""
     for name, mine in primary.items():
         theirs = shadow.get(name)
         if (
-            theirs is None
-            or mine.dtype.kind != "f"
-            or theirs.dtype.kind != "f"
-            or mine.shape != theirs.shape
+            theirs is not None
+            and mine.dtype.kind == "f"
+            and theirs.dtype.kind == "f"
+            and mine.shape == theirs.shape
         ):
-            continue
+            yield mine, theirs
+
+
+def max_abs_diff(primary: Mapping[str, Tensor], shadow: Mapping[str, Tensor]) -> float | None:
+    """The largest |primary - shadow| over the floating-point outputs both have, same shape."""
+    largest: float | None = None
+    for mine, theirs in _comparable(primary, shadow):
         if mine.size == 0:
             continue
         delta = np.subtract(mine, theirs, dtype=np.float64)
@@ -117,15 +124,7 @@ def run_max_abs_diffs(
     """
     total = sum(rows)
     per_row: np.ndarray[Any, np.dtype[np.float64]] | None = None
-    for name, mine in primary.items():
-        theirs = shadow.get(name)
-        if (
-            theirs is None
-            or mine.dtype.kind != "f"
-            or theirs.dtype.kind != "f"
-            or mine.shape != theirs.shape
-        ):
-            continue
+    for mine, theirs in _comparable(primary, shadow):
         if mine.ndim == 0 or mine.shape[0] != total:
             return None
         if mine.size == 0:
