@@ -9,7 +9,7 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,16 @@ from gateway.shadow.load import LoopLoad, thread_demand_s
 from gateway.shadow.policy import ShadowConfig, ShadowPolicy
 from gateway.shadow.recorder import ComparisonRecorder
 from gateway.shadow.records import RecordMaker
-from gateway.shadow.runner import ShadowRequest, ShadowRunner
+from gateway.shadow.runner import RecordSink, ShadowRequest, ShadowRunner
 from gateway.shadow.service import ShadowService
-from gateway.state import ComparisonRecord, SQLiteStore, StoreUnavailable
+from gateway.state import (
+    AgreementBatch,
+    ComparisonRecord,
+    SQLiteStore,
+    StoreUnavailable,
+    TensorData,
+)
+from gateway.state.store import expand
 from tests.shadow_support import NAN, RAISES, SLOW, SLOW_S, WRONG_SHAPE, build_fault_repository
 
 
@@ -79,6 +86,15 @@ def answered(registry: ModelRegistry, route: RouteDecision, rows: int = 1) -> Sh
     )
 
 
+def collect(into: list[ComparisonRecord]) -> RecordSink:
+    """A sink that keeps every record handed on, agreement batches as their records."""
+    return lambda items: into.extend(expand(items))
+
+
+def claim_all(jobs: Sequence[ShadowJob]) -> list[bool]:
+    return [True] * len(jobs)
+
+
 def config(
     threads: int = 4, concurrency: int = 4, timeout_s: float = 5.0, window_s: float = 0.005
 ) -> ShadowConfig:
@@ -111,7 +127,7 @@ async def test_compared_record_carries_both_sides(registry: ModelRegistry) -> No
     difference, both latencies, context, and the inputs (the policy keeps them)."""
     records: list[ComparisonRecord] = []
     metrics = GatewayMetrics()
-    runner = ShadowRunner(registry, metrics, config(), records.extend)
+    runner = ShadowRunner(registry, metrics, config(), collect(records))
     request = answered(registry, decision(("2", 100)), rows=3)
 
     assert runner.submit(request) == 1
@@ -161,7 +177,7 @@ async def test_failing_shadow_is_recorded_and_counted(
     kept beside it."""
     records: list[ComparisonRecord] = []
     metrics = GatewayMetrics()
-    runner = ShadowRunner(registry, metrics, config(window_s=0.05), records.extend)
+    runner = ShadowRunner(registry, metrics, config(window_s=0.05), collect(records))
 
     for rows in (1, 2, 1):  # one batch of three: it fails, and so does each run alone
         runner.submit(answered(registry, decision((version, 100)), rows=rows))
@@ -185,7 +201,7 @@ async def test_hung_shadow_times_out_keeps_its_slot_and_drops_the_rest(
     its thread still holds the slot; its late answer writes nothing; then the slot frees."""
     records: list[ComparisonRecord] = []
     metrics = GatewayMetrics()
-    runner = ShadowRunner(registry, metrics, config(1, 1, timeout_s=0.1), records.extend)
+    runner = ShadowRunner(registry, metrics, config(1, 1, timeout_s=0.1), collect(records))
     route = decision((SLOW, 100))
     requests = [answered(registry, route) for _ in range(3)]
     watch = asyncio.create_task(runner.watch(0.01))
@@ -216,12 +232,12 @@ async def test_in_flight_runs_are_capped_per_release_and_in_all(registry: ModelR
     """A release may not hold more slots than its concurrency, nor all releases together more
     than threads x batch_max; shutting down gives the queued runs' slots back."""
     records: list[ComparisonRecord] = []
-    per_release = ShadowRunner(registry, GatewayMetrics(), config(2, 3, 5.0), records.extend)
+    per_release = ShadowRunner(registry, GatewayMetrics(), config(2, 3, 5.0), collect(records))
     overall = ShadowRunner(
         registry,
         GatewayMetrics(),
         msgspec.structs.replace(config(2, 100, 5.0), batch_max=2),
-        records.extend,
+        collect(records),
     )
     request = answered(registry, decision((SLOW, 100)))
 
@@ -238,7 +254,7 @@ async def test_sample_percentage_draws_per_request(registry: ModelRegistry) -> N
     """A shadow at p % runs on about p % of requests; at 0 % on none, at 100 % on all."""
     records: list[ComparisonRecord] = []
     runner = ShadowRunner(
-        registry, GatewayMetrics(), config(), records.extend, rng=random.Random(4)
+        registry, GatewayMetrics(), config(), collect(records), rng=random.Random(4)
     )
     request = answered(registry, decision(("2", 25), ("3", 0)))
     always = answered(registry, decision(("2", 100)))
@@ -262,7 +278,7 @@ async def test_shadow_runs_when_the_primary_failed(registry: ModelRegistry) -> N
     a 'primary_error' record with the primary's error."""
     records: list[ComparisonRecord] = []
     metrics = GatewayMetrics()
-    runner = ShadowRunner(registry, metrics, config(), records.extend)
+    runner = ShadowRunner(registry, metrics, config(), collect(records))
     request = ShadowRequest(
         decision=decision(("2", 100), serve=RAISES),
         request_id="failed-1",
@@ -326,6 +342,42 @@ async def test_buffer_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> Non
     assert await recorder.flush() == 3
     assert recorder.pending == 0
     assert len(await store.comparisons("digits")) == 3
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_agreement_batches_count_their_records_against_the_buffer(tmp_path: Path) -> None:
+    """An agreement batch takes as much room as the records it holds: one that does not fit
+    whole is dropped whole and counted by its records; flushed, it is written as them."""
+    store = SQLiteStore(tmp_path / "state.db")
+    recorder = ComparisonRecorder(store, GatewayMetrics(), capacity=5)
+    tensors = {"probabilities": TensorData(shape=[1, 10], datatype="FP32")}
+
+    def batch(*ids: str) -> AgreementBatch:
+        n = len(ids)
+        return AgreementBatch(
+            model="digits",
+            primary_version="1",
+            shadow_version="2",
+            shadow_latency_ms=1.0,
+            primary_tensors=tensors,
+            shadow_tensors=tensors,
+            request_ids=list(ids),
+            ats=[1.0] * n,
+            variants=[""] * n,
+            cohorts=[""] * n,
+            contexts=[{}] * n,
+            classes=["3"] * n,
+            max_abs_diffs=[0.0] * n,
+            primary_latencies_ms=[0.1] * n,
+        )
+
+    assert recorder.add([batch("a", "b", "c"), sample_record("d")]) == 0
+    assert recorder.add([batch("e", "f"), sample_record("g")]) == 2
+    assert recorder.pending == 5
+    assert await recorder.flush() == 5
+    found = {record.request_id for record in await store.comparisons("digits")}
+    assert found == {"a", "b", "c", "d", "g"}
     await store.close()
 
 
@@ -429,7 +481,7 @@ async def test_batched_runs_answer_as_single_runs(registry: ModelRegistry) -> No
     agreements keep a summary, while disagreements keep both outputs."""
     records: list[ComparisonRecord] = []
     runner = ShadowRunner(
-        registry, GatewayMetrics(), config(concurrency=32, window_s=0.1), records.extend
+        registry, GatewayMetrics(), config(concurrency=32, window_s=0.1), collect(records)
     )
     pixels = held_out_digits()[0]
     requests = []
@@ -483,7 +535,7 @@ async def test_agreements_keep_their_outputs_when_configured(registry: ModelRegi
     """With keep_agreeing_outputs, an agreeing comparison keeps both output tensors too."""
     records: list[ComparisonRecord] = []
     settings = msgspec.structs.replace(config(), keep_agreeing_outputs=True)
-    runner = ShadowRunner(registry, GatewayMetrics(), settings, records.extend)
+    runner = ShadowRunner(registry, GatewayMetrics(), settings, collect(records))
 
     runner.submit(answered(registry, decision(("1", 100), serve="1")))
     await until(lambda: len(records) == 1)
@@ -501,8 +553,9 @@ async def test_agreements_keep_their_outputs_when_configured(registry: ModelRegi
 def test_one_row_runs_of_a_batch_record_as_each_run_alone(
     registry: ModelRegistry, keep_agreeing: bool
 ) -> None:
-    """A batch of one-row runs (agreements sharing their summaries) gives each run the record
-    it gets alone, field for field but for the shadow's latency; some of them disagree."""
+    """A batch of one-row runs gives each run the record it gets alone, field for field but
+    for the shadow's latency: the disagreements as records, the agreements (unless they keep
+    their outputs) as one agreement batch."""
     shadow_config = msgspec.structs.replace(config(), keep_agreeing_outputs=keep_agreeing)
     batches = VersionBatches(registry, GatewayMetrics(), RecordMaker(registry, shadow_config))
     dataplane = DataPlane(registry, Limits(), GatewayMetrics())
@@ -525,10 +578,13 @@ def test_one_row_runs_of_a_batch_record_as_each_run_alone(
         for index in range(40)
     ]
 
-    together = batches.run("digits", "3", jobs)
-    alone = [batches.run("digits", "3", [job])[0] for job in jobs]
+    handed_on = batches.run("digits", "3", jobs, claim_all)
+    together = sorted(expand(handed_on), key=lambda record: record.at)
+    alone = [expand(batches.run("digits", "3", [job], claim_all))[0] for job in jobs]
 
     assert {record.agree for record in together} == {True, False}
+    kinds = [type(item) for item in handed_on]
+    assert kinds.count(AgreementBatch) == (0 if keep_agreeing else 1)
     for mine, reference in zip(together, alone, strict=True):
         # A batched prediction's floats can differ from a one-row one's in the last bits.
         assert close(

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import pytest
 
 from gateway.state import (
+    AgreementBatch,
     ComparisonRecord,
     DiffFn,
     OutputRecord,
@@ -555,6 +556,73 @@ async def test_prune_cuts_across_written_batches(store: Store) -> None:
     assert found == ["7", "6", "5", "11", "10", "9", "8"]
     assert await store.prune_comparisons(keep_newest=3) == 4
     assert [r.request_id for r in await store.comparisons("digits")] == ["11", "10", "9"]
+
+
+def agreements(*request_ids: str, first_at: float) -> AgreementBatch:
+    """Agreeing one-row runs of the pair 1 -> 3, at `first_at`, `first_at` + 1, ..."""
+    count = len(request_ids)
+    tensors = {"probabilities": TensorData(shape=[1, 2], datatype="FP32")}
+    return AgreementBatch(
+        model="digits",
+        primary_version="1",
+        shadow_version="3",
+        shadow_latency_ms=0.5,
+        primary_tensors=tensors,
+        shadow_tensors=tensors,
+        request_ids=list(request_ids),
+        ats=[first_at + i for i in range(count)],
+        variants=["baseline"] * count,
+        cohorts=["beta"] * count,
+        contexts=[{"tier": "beta"}] * count,
+        classes=["7"] * count,
+        max_abs_diffs=[0.125] * count,
+        primary_latencies_ms=[0.25] * count,
+    )
+
+
+@pytest.mark.anyio
+async def test_agreement_batches_read_back_as_their_records(store: Store) -> None:
+    """An agreement batch written among single records reads back as the records it stands
+    for, with or without payload, through every filter, in write order among equal times."""
+    batch = agreements("g", "h", "i", first_at=10.0)
+    await store.add_comparisons(
+        [comparison("a", 11.0, agree=False), batch, comparison("z", 30.0, shadow="2")]
+    )
+
+    found = await store.comparisons("digits")
+    assert [r.request_id for r in found] == ["z", "i", "h", "a", "g"]
+    (h,) = [r for r in found if r.request_id == "h"]
+    assert h == batch.records()[1]
+    assert (h.outcome, h.rows, h.agreed_rows, h.agree, h.at) == ("compared", 1, 1, True, 11.0)
+    assert h.primary_output == OutputRecord(classes=["7"], tensors=batch.primary_tensors)
+    light = await store.comparisons("digits", payload=False)
+    assert [r.request_id for r in light] == ["z", "i", "h", "a", "g"]
+    assert light[1] == batch.records(payload=False)[2]
+    assert light[1].primary_output is None
+    assert [r.request_id for r in await store.comparisons("digits", shadow="3")] == [
+        "i",
+        "h",
+        "a",
+        "g",
+    ]
+    assert [r.request_id for r in await store.comparisons("digits", since=11.0, until=12.0)] == [
+        "h",
+        "a",
+    ]
+    assert [r.request_id for r in await store.comparisons("digits", disagreements_only=True)] == [
+        "a"
+    ]
+
+
+@pytest.mark.anyio
+async def test_agreement_batches_prune_record_by_record(store: Store) -> None:
+    """Retention counts an agreement batch's records one by one, by age and by count."""
+    await store.add_comparisons([agreements("a", "b", "c", "d", first_at=0.0)])
+    await store.add_comparisons([comparison("e", 10.0), agreements("f", "g", first_at=11.0)])
+
+    assert await store.prune_comparisons(older_than=2.0) == 2  # "a", "b"
+    assert await store.prune_comparisons(keep_newest=4) == 1  # "c"
+    assert [r.request_id for r in await store.comparisons("digits")] == ["g", "f", "e", "d"]
 
 
 @pytest.mark.anyio

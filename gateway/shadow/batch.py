@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import structlog
 
 from gateway.dataplane.dataplane import decode_inputs
 from gateway.dataplane.tensors import check_output
@@ -29,7 +30,13 @@ from gateway.runtimes.base import ModelRuntime, Tensor
 from gateway.shadow.compare import max_abs_diff, run_max_abs_diffs, top_classes
 from gateway.shadow.jobs import ShadowJob, ShadowRequest
 from gateway.shadow.records import Answer, PrimarySide, RecordMaker
-from gateway.state import ComparisonRecord, OutputRecord
+from gateway.state import AgreementBatch, ComparisonRecord
+
+Claim = Callable[[Sequence[ShadowJob]], list[bool]]
+"""Settles runs that have not timed out yet, saying for each run whether it was one of them:
+their records are this batch's to emit."""
+
+_log = structlog.get_logger("gateway.shadow")
 
 YIELD_EVERY = 32  # records built between two pauses that leave the GIL to the event loop
 YIELD_S = 0.0002  # long enough for a loop thread waiting on the GIL to be scheduled and take it
@@ -51,8 +58,12 @@ class VersionBatches:
         self._metrics = metrics
         self._maker = maker
 
-    def run(self, model: str, version: str, jobs: Sequence[ShadowJob]) -> list[ComparisonRecord]:
-        """Predict every run of `version` (batched where it can be), then record each."""
+    def run(
+        self, model: str, version: str, jobs: Sequence[ShadowJob], claim: Claim
+    ) -> list[ComparisonRecord | AgreementBatch]:
+        """Predict every run of `version` (batched where it can be), then record each run
+        that `claim` still hands over (the others timed out meanwhile). One-row runs that
+        agree come back as one `AgreementBatch`; every other run as its own record."""
         started = time.perf_counter()
         try:
             manifest, runtime = self._registry.version(model, version).ready_runtime()
@@ -63,7 +74,7 @@ class VersionBatches:
                 self._maker.record(
                     job, "shadow_error", shadow_error=error, shadow_latency_s=latency
                 )
-                for job in jobs
+                for job in _claimed(jobs, claim)
             ]
         failures: list[Answer | None] = []
         inputs: list[Mapping[str, Tensor]] = []
@@ -73,58 +84,123 @@ class VersionBatches:
                 failures.append(None)
             except Exception as exc:
                 failures.append(Answer(None, f"{type(exc).__name__}: {exc}", 0.0))
-        answers, batch = _predict(manifest, runtime, inputs)
+        predicted, batch = _predict(manifest, runtime, inputs)
+        answered = iter(predicted)
+        answers = [failed or next(answered) for failed in failures]
+        latencies = Counter(
+            answer.latency_s
+            for answer, failed in zip(answers, failures, strict=True)
+            if failed is None
+        )
+        for latency, runs in latencies.items():
+            self._metrics.observe_shadow_latency(model, version, latency, runs)
+        live = claim(jobs)
+        try:
+            return self._records(manifest, jobs, answers, batch, live)
+        except Exception as exc:  # a bug of ours: the claimed runs still get their records
+            _log.exception("shadow_records_failed", model=model, shadow=version)
+            return [
+                self._maker.record(job, "shadow_error", shadow_error=f"internal error: {exc}")
+                for job, keep in zip(jobs, live, strict=True)
+                if keep
+            ]
+
+    def _records(
+        self,
+        manifest: Manifest,
+        jobs: Sequence[ShadowJob],
+        answers: list[Answer],
+        batch: _Batch | None,
+        live: list[bool],
+    ) -> list[ComparisonRecord | AgreementBatch]:
         primaries, stacked = self._maker.primaries(jobs)
         diffs = None
         if batch is not None and stacked is not None and stacked.rows == batch.rows:
             diffs = run_max_abs_diffs(stacked.outputs, batch.outputs, batch.rows)
-        predicted = iter(answers)
-        latencies: Counter[float] = Counter()
-        # One-row runs that agree share their sides' summaries, one pair per class: most runs
-        # of a sound candidate agree, and their records then differ only in their own fields.
-        shared: dict[str, tuple[OutputRecord, OutputRecord] | None] | None = None
-        if diffs is not None and stacked is not None and all(n == 1 for n in stacked.rows):
-            shared = {}
-        records = []
-        for index, (job, failed, primary) in enumerate(zip(jobs, failures, primaries, strict=True)):
+        agreements = None
+        if (
+            diffs is not None
+            and stacked is not None
+            and all(rows == 1 for rows in stacked.rows)
+            and not any(job.policy.keep_inputs for job in jobs)
+        ):
+            agreements = _Agreements(self._maker)
+        records: list[ComparisonRecord | AgreementBatch] = []
+        for index, job in enumerate(jobs):
             if index % YIELD_EVERY == YIELD_EVERY - 1:
                 # Leave the GIL to the event loop, if it waits for it. (A zero sleep would not
                 # do: this thread would take the GIL back before the woken loop thread runs,
                 # and the loop would wait out the 5 ms switch interval.)
                 time.sleep(YIELD_S)
-            answer = failed or next(predicted)
-            if failed is None:
-                latencies[answer.latency_s] += 1
+            if not live[index]:
+                continue
+            answer, primary = answers[index], primaries[index]
             diff = None
-            if answer.outputs is not None and job.request.primary is not None:
-                diff = (
-                    diffs[index]
-                    if diffs is not None
-                    else max_abs_diff(primary.outputs, answer.outputs)
-                )
-            records.append(self._record(job, manifest, answer, primary, diff, shared))
-        for latency, runs in latencies.items():
-            self._metrics.observe_shadow_latency(model, version, latency, runs)
+            if diffs is not None:
+                diff = diffs[index]
+            elif answer.outputs is not None and job.request.primary is not None:
+                diff = max_abs_diff(primary.outputs, answer.outputs)
+            if agreements is not None and agreements.add(job, manifest, answer, primary, diff):
+                continue
+            records.append(self._maker.answered(job, manifest, answer, primary, diff))
+        if agreements is not None and agreements.batch is not None:
+            records.append(agreements.batch)
         return records
 
-    def _record(
+
+class _Agreements:
+    """The agreeing one-row runs of a batch, gathered column by column."""
+
+    def __init__(self, maker: RecordMaker) -> None:
+        self._maker = maker
+        self.batch: AgreementBatch | None = None
+
+    def add(
         self,
         job: ShadowJob,
         manifest: Manifest,
         answer: Answer,
         primary: PrimarySide,
         diff: float | None,
-        shared: dict[str, tuple[OutputRecord, OutputRecord] | None] | None,
-    ) -> ComparisonRecord:
-        """The run's record; a one-row agreement shares its summaries through `shared`."""
-        if shared is not None and answer.classes is not None and answer.classes == primary.classes:
-            (top,) = answer.classes
-            if top not in shared:
-                shared[top] = self._maker.summary_outputs(manifest, answer, primary)
-            summaries = shared[top]
-            if summaries is not None:
-                return self._maker.agreed(job, answer, primary, diff, summaries)
-        return self._maker.answered(job, manifest, answer, primary, diff)
+    ) -> bool:
+        """Take the run if it agrees and agreements keep their summary only; else False."""
+        if answer.outputs is None or answer.classes is None or answer.classes != primary.classes:
+            return False
+        batch = self.batch
+        if batch is None:
+            summaries = self._maker.summary_outputs(manifest, answer, primary)
+            if summaries is None:  # agreements keep their outputs: a record each
+                return False
+            batch = self.batch = AgreementBatch(
+                model=job.request.decision.model,
+                primary_version=primary.version,
+                shadow_version=job.version,
+                shadow_latency_ms=answer.latency_s * 1000,
+                primary_tensors=summaries[0].tensors,
+                shadow_tensors=summaries[1].tensors,
+                request_ids=[],
+                ats=[],
+                variants=[],
+                cohorts=[],
+                contexts=[],
+                classes=[],
+                max_abs_diffs=[],
+                primary_latencies_ms=[],
+            )
+        request = job.request
+        batch.request_ids.append(request.request_id)
+        batch.ats.append(request.at)
+        batch.variants.append(request.decision.variant or "")
+        batch.cohorts.append(self._maker.cohort(job))
+        batch.contexts.append(self._maker.context(job))
+        batch.classes.append(answer.classes[0])
+        batch.max_abs_diffs.append(diff)
+        batch.primary_latencies_ms.append(self._maker.primary_latency_ms(job))
+        return True
+
+
+def _claimed(jobs: Sequence[ShadowJob], claim: Claim) -> list[ShadowJob]:
+    return [job for job, keep in zip(jobs, claim(jobs), strict=True) if keep]
 
 
 def _inputs_for(request: ShadowRequest, manifest: Manifest) -> Mapping[str, Tensor]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator
 
 import structlog
 
 from gateway.observability.metrics import GatewayMetrics
-from gateway.state import ComparisonRecord, Store
+from gateway.state import AgreementBatch, ComparisonRecord, Comparisons, Store
+from gateway.state.store import count
 
 _log = structlog.get_logger("gateway.shadow")
 
@@ -33,17 +34,23 @@ class ComparisonRecorder:
         self._metrics = metrics
         self._capacity = capacity
         self._lock = threading.Lock()
-        self._pending: deque[ComparisonRecord] = deque()
+        self._pending: deque[ComparisonRecord | AgreementBatch] = deque()
+        self._held = 0  # records in `_pending`
         self._dropped = 0
         self._flush_lock = asyncio.Lock()
 
-    def add(self, records: Sequence[ComparisonRecord]) -> int:
-        """Buffer `records` as far as there is room; return how many did not fit (dropped and
-        counted)."""
+    def add(self, records: Comparisons) -> int:
+        """Buffer `records` (an agreement batch counts as the records it holds) as far as
+        there is room; return how many did not fit (dropped and counted)."""
+        lost = 0
         with self._lock:
-            room = max(self._capacity - len(self._pending), 0)
-            self._pending.extend(records[:room])
-            lost = max(len(records) - room, 0)
+            for item in records:
+                size = len(item) if isinstance(item, AgreementBatch) else 1
+                if self._held + size <= self._capacity:
+                    self._pending.append(item)
+                    self._held += size
+                else:
+                    lost += size
             self._dropped += lost
         if lost:
             self._metrics.count_shadow_records("buffer_full", lost)
@@ -52,7 +59,7 @@ class ComparisonRecorder:
     @property
     def pending(self) -> int:
         with self._lock:
-            return len(self._pending)
+            return self._held
 
     def take_dropped(self) -> int:
         """Records dropped for a full buffer (or a failing store) since the last call."""
@@ -66,28 +73,48 @@ class ComparisonRecorder:
             with self._lock:
                 batch = list(self._pending)
                 self._pending.clear()
+                self._held = 0
             written = 0
-            for start in range(0, len(batch), BATCH_SIZE):
-                chunk = batch[start : start + BATCH_SIZE]
+            for start, stop in _chunks(batch):
+                chunk = batch[start:stop]
                 try:
                     await self._store.add_comparisons(chunk)
                 except Exception as exc:
                     self._requeue(batch[start:])
                     _log.error(
-                        "shadow_records_not_written",
-                        error=str(exc),
-                        pending=len(batch) - start,
+                        "shadow_records_not_written", error=str(exc), pending=count(batch[start:])
                     )
                     break
-                written += len(chunk)
-                self._metrics.count_shadow_records("written", len(chunk))
+                written += count(chunk)
+                self._metrics.count_shadow_records("written", count(chunk))
             return written
 
-    def _requeue(self, records: list[ComparisonRecord]) -> None:
+    def _requeue(self, records: list[ComparisonRecord | AgreementBatch]) -> None:
+        """Put unwritten records back in front, oldest first, as far as there is room."""
+        kept: list[ComparisonRecord | AgreementBatch] = []
+        lost = 0
         with self._lock:
-            room = self._capacity - len(self._pending)
-            kept = records[:room] if room > 0 else []
-            lost = len(records) - len(kept)
+            room = self._capacity - self._held
+            for item in records:
+                size = len(item) if isinstance(item, AgreementBatch) else 1
+                if size <= room:
+                    kept.append(item)
+                    room -= size
+                    self._held += size
+                else:
+                    lost += size
             self._pending.extendleft(reversed(kept))
             self._dropped += lost
         self._metrics.count_shadow_records("store_error", lost)
+
+
+def _chunks(items: list[ComparisonRecord | AgreementBatch]) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive items holding about BATCH_SIZE records each."""
+    start, size = 0, 0
+    for index, item in enumerate(items):
+        size += len(item) if isinstance(item, AgreementBatch) else 1
+        if size >= BATCH_SIZE:
+            yield start, index + 1
+            start, size = index + 1, 0
+    if start < len(items):
+        yield start, len(items)

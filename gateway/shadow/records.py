@@ -17,7 +17,7 @@ import numpy as np
 from gateway.repository import ModelRegistry
 from gateway.repository.manifest import Manifest, TensorSpec
 from gateway.runtimes.base import Tensor
-from gateway.shadow.cohorts import CohortResolver
+from gateway.shadow.cohorts import Attribute, CohortResolver
 from gateway.shadow.compare import agreement, input_record, output_record, top_classes
 from gateway.shadow.jobs import ShadowJob
 from gateway.shadow.policy import ShadowConfig
@@ -168,36 +168,32 @@ class RecordMaker:
             max_abs_diff=comparison.max_abs_diff,
         )
 
-    def agreed(
-        self,
-        job: ShadowJob,
-        answer: Answer,
-        primary: PrimarySide,
-        diff: float | None,
-        summaries: tuple[OutputRecord, OutputRecord],
-    ) -> ComparisonRecord:
-        """The record of a one-row run whose two sides agree, kept as its summary: what
-        `answered` gives it, with the two sides' summaries (`summary_outputs`) shared."""
-        primary_output, shadow_output = summaries
-        return self.record(
-            job,
-            "compared",
-            shadow_latency_s=answer.latency_s,
-            shadow_output=shadow_output,
-            primary=primary,
-            rows=1,
-            agreed_rows=1,
-            agree=True,
-            max_abs_diff=diff,
-            primary_output=primary_output,
+    def cohort(self, job: ShadowJob) -> str:
+        """The named cohort the run's request was routed by, or ""."""
+        request = job.request
+        decision = request.decision
+        return self._cohorts.cohort(
+            decision.release, decision.reason, request.targeting_key, request.context
         )
+
+    def context(self, job: ShadowJob) -> dict[str, Attribute]:
+        """The request's context attributes, as a record keeps them."""
+        context = job.request.context
+        return context if type(context) is dict else dict(context)
+
+    def primary_latency_ms(self, job: ShadowJob) -> float | None:
+        """How long the primary took, in milliseconds (None when unknown)."""
+        request = job.request
+        latency = request.primary_latency_s
+        if latency is None and request.primary is not None:
+            latency = request.primary.latency_s
+        return None if latency is None else latency * 1000
 
     def summary_outputs(
         self, manifest: Manifest, answer: Answer, primary: PrimarySide
     ) -> tuple[OutputRecord, OutputRecord] | None:
-        """Both sides of an agreement as a record keeps them (top classes and shapes), to
-        share between the runs of a batch with the same class; None when agreements keep
-        their outputs."""
+        """Both sides of an agreement as a record keeps them (top classes and shapes: the
+        tensors of an `AgreementBatch`); None when agreements keep their outputs."""
         if self._config.keep_agreeing_outputs or answer.outputs is None:
             return None
         return (
@@ -233,9 +229,6 @@ class RecordMaker:
             inputs_dropped = inputs is None
         if not rows and primary.classes is not None:
             rows = len(primary.classes)
-        latency = request.primary_latency_s
-        if latency is None and request.primary is not None:
-            latency = request.primary.latency_s
         if primary_output is None and request.primary is not None:
             summary_only = agree is True and not self._config.keep_agreeing_outputs
             primary_output = output_record(
@@ -252,15 +245,13 @@ class RecordMaker:
             shadow_version=job.version,
             outcome=outcome,
             variant=decision.variant or "",
-            cohort=self._cohorts.cohort(
-                decision.release, decision.reason, request.targeting_key, request.context
-            ),
-            context=request.context if type(request.context) is dict else dict(request.context),
+            cohort=self.cohort(job),
+            context=self.context(job),
             rows=rows,
             agreed_rows=agreed_rows,
             agree=agree,
             max_abs_diff=max_abs_diff,
-            primary_latency_ms=None if latency is None else latency * 1000,
+            primary_latency_ms=self.primary_latency_ms(job),
             shadow_latency_ms=None if shadow_latency_s is None else shadow_latency_s * 1000,
             primary_error=request.primary_error,
             shadow_error=shadow_error,

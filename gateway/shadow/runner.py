@@ -41,13 +41,13 @@ from gateway.shadow.jobs import QUEUED, RUNNING, SETTLED, ShadowJob, ShadowReque
 from gateway.shadow.load import LoopLoad, thread_demand_s
 from gateway.shadow.policy import ShadowConfig, ShadowPolicy, release_policy
 from gateway.shadow.records import RecordMaker
-from gateway.state import ComparisonRecord
+from gateway.state import AgreementBatch, ComparisonRecord
 
 __all__ = ["RecordSink", "ShadowRequest", "ShadowRunner"]
 
 _log = structlog.get_logger("gateway.shadow")
 
-RecordSink = Callable[[list[ComparisonRecord]], object]
+RecordSink = Callable[[Sequence[ComparisonRecord | AgreementBatch]], object]
 """Where finished records go, a batch at a time; called from worker threads and the event
 loop alike."""
 
@@ -231,17 +231,28 @@ class ShadowRunner:
             groups.setdefault((job.request.decision.model, job.version), []).append(job)
         for (model, version), jobs in groups.items():
             try:
-                records = self._batches.run(model, version, jobs)
+                records = self._batches.run(model, version, jobs, self._claim)
             except Exception as exc:  # a bug of ours must not kill the worker or leak slots
                 _log.exception("shadow_run_failed", model=model, shadow=version)
                 records = [
                     self._records.record(job, "shadow_error", shadow_error=f"internal error: {exc}")
-                    for job in jobs
+                    for job, keep in zip(jobs, self._claim(jobs), strict=True)
+                    if keep
                 ]
             finally:
                 with self._cond:
                     self._release(jobs)
-            self._settle(jobs, records)
+            self._emit(records)
+
+    def _claim(self, jobs: Sequence[ShadowJob]) -> list[bool]:
+        """Settle the runs of a returned batch that have not timed out meanwhile; say which."""
+        with self._cond:
+            claimed = []
+            for job in jobs:
+                claimed.append(job.state == RUNNING)
+                if job.state == RUNNING:
+                    job.state = SETTLED
+        return claimed
 
     # -- settling --------------------------------------------------------------------------
 
@@ -275,17 +286,7 @@ class ShadowRunner:
         self._emit(records)
         return len(overdue)
 
-    def _settle(self, jobs: list[ShadowJob], records: list[ComparisonRecord]) -> None:
-        """Emit the records of the runs that have not timed out meanwhile."""
-        with self._cond:
-            settled = []
-            for job, record in zip(jobs, records, strict=True):
-                if job.state == RUNNING:
-                    job.state = SETTLED
-                    settled.append(record)
-        self._emit(settled)
-
-    def _emit(self, records: list[ComparisonRecord]) -> None:
+    def _emit(self, records: Sequence[ComparisonRecord | AgreementBatch]) -> None:
         """Count the records in the metrics (once per pair and outcome) and hand them on."""
         if not records:
             return
@@ -294,6 +295,13 @@ class ShadowRunner:
         compared: dict[tuple[str, str, str], list[Any]] = {}  # pair -> [rows, agreed, diffs]
         for record in records:
             pair = (record.model, record.primary_version, record.shadow_version)
+            if isinstance(record, AgreementBatch):
+                outcomes[(*pair, "compared")] += len(record)
+                totals = compared.setdefault(pair, [0, 0, []])
+                totals[0] += len(record)
+                totals[1] += len(record)
+                totals[2].extend(diff for diff in record.max_abs_diffs if diff is not None)
+                continue
             outcomes[(*pair, record.outcome)] += 1
             if record.outcome == "compared":
                 totals = compared.setdefault(pair, [0, 0, []])

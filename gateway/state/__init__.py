@@ -22,9 +22,11 @@ from gateway.state.files import (
 )
 from gateway.state.sqlite import SQLiteStore
 from gateway.state.store import (
+    AgreementBatch,
     AuditEntry,
     ComparisonOutcome,
     ComparisonRecord,
+    Comparisons,
     DiffFn,
     FlagRecord,
     OutputRecord,
@@ -34,9 +36,11 @@ from gateway.state.store import (
 )
 
 __all__ = [
+    "AgreementBatch",
     "AuditEntry",
     "ComparisonOutcome",
     "ComparisonRecord",
+    "Comparisons",
     "DiffFn",
     "FlagFileDoc",
     "FlagFileError",

@@ -12,6 +12,7 @@ rewritten with the records it keeps.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ from typing import Any
 
 import msgspec
 
-from gateway.state.store import ComparisonRecord, OutputRecord, TensorData
+from gateway.state.store import (
+    AgreementBatch,
+    ComparisonRecord,
+    Comparisons,
+    OutputRecord,
+    TensorData,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shadow_batches (
@@ -50,22 +57,52 @@ _Summary: Any = msgspec.defstruct(
     kw_only=True,
 )
 _FIELDS = tuple(field.name for field in msgspec.structs.fields(_Summary))
+
+
+class _Stored(msgspec.Struct, gc=False):
+    """One row's records: single records, and agreement batches that begin at `starts` in
+    the order the records were written."""
+
+    records: list[ComparisonRecord]
+    agreements: list[AgreementBatch]
+    starts: list[int]
+
+
+_StoredSummaries: Any = msgspec.defstruct(
+    "_StoredSummaries",
+    [("records", list[_Summary]), ("agreements", list[AgreementBatch]), ("starts", list[int])],
+    gc=False,
+)
 _encode = msgspec.msgpack.Encoder().encode
-_decode_records = msgspec.msgpack.Decoder(list[ComparisonRecord]).decode
-_decode_summaries = msgspec.msgpack.Decoder(list[_Summary]).decode
+_decode_stored = msgspec.msgpack.Decoder(_Stored).decode
+_decode_summaries = msgspec.msgpack.Decoder(_StoredSummaries).decode
+
+Row = tuple[str, float, float, int, bytes]
 
 
-def batch_rows(records: Sequence[ComparisonRecord]) -> list[tuple[str, float, float, int, bytes]]:
-    """The rows (model, first_at, last_at, records, data) that store `records`, one per model."""
-    by_model: dict[str, list[ComparisonRecord]] = {}
-    for record in records:
-        by_model.setdefault(record.model, []).append(record)
-    return [_row(model, batch) for model, batch in by_model.items()]
+def batch_rows(comparisons: Comparisons) -> list[Row]:
+    """The rows (model, first_at, last_at, records, data) that store `comparisons`, one per
+    model."""
+    by_model: dict[str, list[ComparisonRecord | AgreementBatch]] = {}
+    for item in comparisons:
+        by_model.setdefault(item.model, []).append(item)
+    return [_row(model, items) for model, items in by_model.items()]
 
 
-def _row(model: str, records: Sequence[ComparisonRecord]) -> tuple[str, float, float, int, bytes]:
-    times = [record.at for record in records]
-    return (model, min(times), max(times), len(records), _encode(records))
+def _row(model: str, comparisons: Comparisons) -> Row:
+    stored = _Stored([], [], [])
+    first, last, count = math.inf, -math.inf, 0
+    for item in comparisons:
+        if isinstance(item, AgreementBatch):
+            stored.agreements.append(item)
+            stored.starts.append(count)
+            count += len(item)
+            first, last = min(first, *item.ats), max(last, *item.ats)
+        else:
+            stored.records.append(item)
+            count += 1
+            first, last = min(first, item.at), max(last, item.at)
+    return (model, first, last, count, _encode(stored))
 
 
 def encoded(records: Sequence[ComparisonRecord]) -> tuple[float, float, int, bytes]:
@@ -74,8 +111,23 @@ def encoded(records: Sequence[ComparisonRecord]) -> tuple[float, float, int, byt
 
 
 def decode(data: bytes) -> list[ComparisonRecord]:
-    """A batch's records, in the order they were written."""
-    return _decode_records(data)
+    """A row's records, in the order they were written."""
+    stored = _decode_stored(data)
+    return _in_order(stored.records, stored.agreements, stored.starts, payload=True)
+
+
+def _in_order(
+    records: list[Any], agreements: list[AgreementBatch], starts: list[int], *, payload: bool
+) -> list[Any]:
+    """The single records with each agreement batch's records put in where it began."""
+    ordered: list[Any] = []
+    singles = iter(records)
+    for agreement, start in zip(agreements, starts, strict=True):
+        while len(ordered) < start:
+            ordered.append(next(singles))
+        ordered.extend(agreement.records(payload=payload))
+    ordered.extend(singles)
+    return ordered
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,20 +159,25 @@ def select(
     data_of: dict[int, bytes] = {}
     for batch_id, data in batches:
         data_of[batch_id] = data
-        for index, summary in enumerate(_decode_summaries(data)):
-            if query.keeps(summary):
-                found.append((summary.at, batch_id, index, summary))
+        stored = _decode_summaries(data)
+        entries = _in_order(stored.records, stored.agreements, stored.starts, payload=payload)
+        for index, entry in enumerate(entries):
+            if query.keeps(entry):
+                found.append((entry.at, batch_id, index, entry))
     found.sort(key=lambda item: item[:3], reverse=True)
     if limit is not None:
         found = found[:limit]
-    if not payload:
-        return [_without_payload(summary) for *_, summary in found]
     whole: dict[int, list[ComparisonRecord]] = {}
     records = []
-    for _, batch_id, index, _ in found:
-        if batch_id not in whole:
-            whole[batch_id] = _decode_records(data_of[batch_id])
-        records.append(whole[batch_id][index])
+    for _, batch_id, index, entry in found:
+        if isinstance(entry, ComparisonRecord):  # from an agreement batch, as asked
+            records.append(entry)
+        elif not payload:
+            records.append(_without_payload(entry))
+        else:
+            if batch_id not in whole:
+                whole[batch_id] = decode(data_of[batch_id])
+            records.append(whole[batch_id][index])
     return records
 
 

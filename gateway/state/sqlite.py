@@ -18,7 +18,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,7 @@ from gateway.state.errors import StoreUnavailable, VersionConflict
 from gateway.state.store import (
     AuditEntry,
     ComparisonRecord,
+    Comparisons,
     DiffFn,
     FlagRecord,
     whole_value_diff,
@@ -288,12 +289,12 @@ class SQLiteStore:
             row = db.execute("SELECT value FROM meta WHERE name = 'flag_changes'").fetchone()
         return int(row[0])
 
-    async def add_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
+    async def add_comparisons(self, records: Comparisons) -> None:
         if not records:
             return
         await asyncio.to_thread(self._insert_comparisons, records)
 
-    def _insert_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
+    def _insert_comparisons(self, records: Comparisons) -> None:
         rows = batches.batch_rows(records)  # encoded off the event loop
         with self._transaction("IMMEDIATE") as db:
             db.executemany(batches.INSERT, rows)
