@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -627,6 +629,27 @@ def test_loop_load_is_smoothed_demand_with_the_shadows_cpu() -> None:
     cpu.now, wall.now = 1.2, 3.0
     assert load.sample() == pytest.approx(0.7)  # 1.0 at most
     assert thread_demand_s() > 0.0
+
+
+def test_thread_demand_grows_with_work_per_thread_and_holds_no_file_after_it() -> None:
+    """Each thread reads its own demand, which grows as it works; a thread that ended leaves
+    no open file behind (the demand is read from a file kept open per thread)."""
+    open_files = len(os.listdir("/proc/self/fd"))
+    readings: list[tuple[float, float]] = []
+
+    def work() -> None:
+        before = thread_demand_s()
+        sum(i * i for i in range(200_000))
+        readings.append((before, thread_demand_s()))
+
+    for _ in range(50):
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+
+    assert all(after > before for before, after in readings)
+    assert len(readings) == 50
+    assert len(os.listdir("/proc/self/fd")) == open_files
 
 
 def test_loop_load_admits_below_sheds_between_and_refuses_above() -> None:
