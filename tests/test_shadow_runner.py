@@ -39,9 +39,9 @@ from gateway.state import (
     ComparisonRecord,
     SQLiteStore,
     StoreUnavailable,
-    TensorData,
 )
 from gateway.state.store import expand
+from tests.conftest import agreements
 from tests.shadow_support import NAN, RAISES, SLOW, SLOW_S, WRONG_SHAPE, build_fault_repository
 
 
@@ -353,29 +353,8 @@ async def test_agreement_batches_count_their_records_against_the_buffer(tmp_path
     whole is dropped whole and counted by its records; flushed, it is written as them."""
     store = SQLiteStore(tmp_path / "state.db")
     recorder = ComparisonRecorder(store, GatewayMetrics(), capacity=5)
-    tensors = {"probabilities": TensorData(shape=[1, 10], datatype="FP32")}
-
-    def batch(*ids: str) -> AgreementBatch:
-        n = len(ids)
-        return AgreementBatch(
-            model="digits",
-            primary_version="1",
-            shadow_version="2",
-            shadow_latency_ms=1.0,
-            primary_tensors=tensors,
-            shadow_tensors=tensors,
-            request_ids=list(ids),
-            ats=[1.0] * n,
-            variants=[""] * n,
-            cohorts=[""] * n,
-            contexts=[{}] * n,
-            classes=["3"] * n,
-            max_abs_diffs=[0.0] * n,
-            primary_latencies_ms=[0.1] * n,
-        )
-
-    assert recorder.add([batch("a", "b", "c"), sample_record("d")]) == 0
-    assert recorder.add([batch("e", "f"), sample_record("g")]) == 2
+    assert recorder.add([agreements("a", "b", "c", first_at=1.0), sample_record("d")]) == 0
+    assert recorder.add([agreements("e", "f", first_at=1.0), sample_record("g")]) == 2
     assert recorder.pending == 5
     assert await recorder.flush() == 5
     found = {record.request_id for record in await store.comparisons("digits")}

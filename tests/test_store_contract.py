@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import pytest
 
 from gateway.state import (
-    AgreementBatch,
     ComparisonRecord,
     DiffFn,
     OutputRecord,
@@ -33,6 +32,7 @@ from gateway.state import (
     TensorData,
     VersionConflict,
 )
+from tests.conftest import agreements
 
 
 def before_after_diff(before: Any, after: Any) -> list[dict[str, Any]]:
@@ -556,28 +556,6 @@ async def test_prune_cuts_across_written_batches(store: Store) -> None:
     assert found == ["7", "6", "5", "11", "10", "9", "8"]
     assert await store.prune_comparisons(keep_newest=3) == 4
     assert [r.request_id for r in await store.comparisons("digits")] == ["11", "10", "9"]
-
-
-def agreements(*request_ids: str, first_at: float) -> AgreementBatch:
-    """Agreeing one-row runs of the pair 1 -> 3, at `first_at`, `first_at` + 1, ..."""
-    count = len(request_ids)
-    tensors = {"probabilities": TensorData(shape=[1, 2], datatype="FP32")}
-    return AgreementBatch(
-        model="digits",
-        primary_version="1",
-        shadow_version="3",
-        shadow_latency_ms=0.5,
-        primary_tensors=tensors,
-        shadow_tensors=tensors,
-        request_ids=list(request_ids),
-        ats=[first_at + i for i in range(count)],
-        variants=["baseline"] * count,
-        cohorts=["beta"] * count,
-        contexts=[{"tier": "beta"}] * count,
-        classes=["7"] * count,
-        max_abs_diffs=[0.125] * count,
-        primary_latencies_ms=[0.25] * count,
-    )
 
 
 @pytest.mark.anyio
