@@ -1,7 +1,7 @@
 """Shadow mode: candidate versions run beside the served one, off the request path.
 
 `runner` runs them within a budget (`jobs` is what it queues), `batch` runs a version's
-queued runs as one prediction and `records` turns them into comparison records; `compare`
+queued runs as one prediction (`predict`) and `records` turns them into comparison records; `compare`
 and `summary` are the plain-Python comparison and review, `recorder` batches records to the
 store, `policy` reads a release's settings, and
 `service` puts them together for the composition root. Import from the submodules: the
