@@ -214,7 +214,6 @@ class RecordMaker:
         agreed_rows: int | None = None,
         agree: bool | None = None,
         max_abs_diff: float | None = None,
-        primary_output: OutputRecord | None = None,
     ) -> ComparisonRecord:
         """One run's record; the primary's side is worked out here when not given."""
         request = job.request
@@ -229,7 +228,8 @@ class RecordMaker:
             inputs_dropped = inputs is None
         if not rows and primary.classes is not None:
             rows = len(primary.classes)
-        if primary_output is None and request.primary is not None:
+        primary_output = None
+        if request.primary is not None:
             summary_only = agree is True and not self._config.keep_agreeing_outputs
             primary_output = output_record(
                 primary.outputs,
