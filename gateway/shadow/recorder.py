@@ -17,7 +17,7 @@ import structlog
 
 from gateway.observability.metrics import GatewayMetrics
 from gateway.state import AgreementBatch, ComparisonRecord, Comparisons, Store
-from gateway.state.store import count
+from gateway.state.store import count, records_in
 
 _log = structlog.get_logger("gateway.shadow")
 
@@ -45,7 +45,7 @@ class ComparisonRecorder:
         lost = 0
         with self._lock:
             for item in records:
-                size = len(item) if isinstance(item, AgreementBatch) else 1
+                size = records_in(item)
                 if self._held + size <= self._capacity:
                     self._pending.append(item)
                     self._held += size
@@ -85,8 +85,9 @@ class ComparisonRecorder:
                         "shadow_records_not_written", error=str(exc), pending=count(batch[start:])
                     )
                     break
-                written += count(chunk)
-                self._metrics.count_shadow_records("written", count(chunk))
+                chunk_records = count(chunk)
+                written += chunk_records
+                self._metrics.count_shadow_records("written", chunk_records)
             return written
 
     def _requeue(self, records: list[ComparisonRecord | AgreementBatch]) -> None:
@@ -96,7 +97,7 @@ class ComparisonRecorder:
         with self._lock:
             room = self._capacity - self._held
             for item in records:
-                size = len(item) if isinstance(item, AgreementBatch) else 1
+                size = records_in(item)
                 if size <= room:
                     kept.append(item)
                     room -= size
@@ -112,7 +113,7 @@ def _chunks(items: list[ComparisonRecord | AgreementBatch]) -> Iterator[tuple[in
     """(start, stop) of consecutive items holding about BATCH_SIZE records each."""
     start, size = 0, 0
     for index, item in enumerate(items):
-        size += len(item) if isinstance(item, AgreementBatch) else 1
+        size += records_in(item)
         if size >= BATCH_SIZE:
             yield start, index + 1
             start, size = index + 1, 0

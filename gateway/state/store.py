@@ -186,9 +186,14 @@ def expand(comparisons: Comparisons) -> list[ComparisonRecord]:
     return records
 
 
+def records_in(item: ComparisonRecord | AgreementBatch) -> int:
+    """How many records `item` stands for."""
+    return len(item) if isinstance(item, AgreementBatch) else 1
+
+
 def count(comparisons: Comparisons) -> int:
     """How many records `comparisons` stand for."""
-    return sum(len(item) if isinstance(item, AgreementBatch) else 1 for item in comparisons)
+    return sum(map(records_in, comparisons))
 
 
 def whole_value_diff(before: Any, after: Any) -> list[dict[str, Any]]:
