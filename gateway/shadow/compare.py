@@ -93,20 +93,20 @@ def compare(
     shadow: Mapping[str, Tensor],
 ) -> Comparison:
     """Agreement on the top class row by row, and the largest difference of the outputs."""
-    rows = _rows(primary_classes, primary)
-    return agreement(primary_classes, shadow_classes, rows, max_abs_diff(primary, shadow))
+    return agreement(primary_classes, shadow_classes, primary, max_abs_diff(primary, shadow))
 
 
 def agreement(
     primary_classes: list[str] | None,
     shadow_classes: list[str] | None,
-    rows: int,
+    primary: Mapping[str, Tensor],
     diff: float | None,
 ) -> Comparison:
     """The comparison of two answers whose difference is known: agreement row by row on the
-    top class, where both sides name one for the same number of rows."""
+    top class, where both sides name one for the same number of rows (the rows are the
+    primary's)."""
     if primary_classes is None or shadow_classes is None:
-        return Comparison(rows, None, None, diff)
+        return Comparison(_rows(primary_classes, primary), None, None, diff)
     if len(primary_classes) != len(shadow_classes):
         return Comparison(len(primary_classes), None, None, diff)
     agreed = sum(map(operator.eq, primary_classes, shadow_classes))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
+from gateway.dataplane import Prediction
 from gateway.repository import ModelRegistry
 from gateway.repository.manifest import Manifest, TensorSpec
 from gateway.runtimes.base import Tensor
@@ -65,10 +66,6 @@ class RecordMaker:
 
     # -- the primary's side --------------------------------------------------------------
 
-    def primary(self, job: ShadowJob) -> PrimarySide:
-        """The primary's side of `job`'s record, worked out for this run alone."""
-        return self.primaries([job])[0][0]
-
     def primaries(
         self, jobs: Sequence[ShadowJob]
     ) -> tuple[list[PrimarySide], StackedPrimaries | None]:
@@ -76,12 +73,10 @@ class RecordMaker:
         run has a primary answer of one version whose outputs stack (else None)."""
         stacked = _stack(jobs)
         if stacked is None:
-            return [self._primary_alone(job) for job in jobs], None
+            return [self.primary(job) for job in jobs], None
         first = jobs[0].request.primary
         assert first is not None  # _stack checked that every run has one
-        manifest = self._registry.version(first.model, first.version).manifest
-        specs = manifest.outputs if manifest is not None else [s for s, _ in first.outputs]
-        labels = manifest.labels if manifest is not None else None
+        manifest, specs, labels = self._signature(first)
         classes = top_classes(stacked.outputs, specs, labels)  # every run's rows at once
         sides = []
         offset = 0
@@ -101,17 +96,26 @@ class RecordMaker:
             offset += count
         return sides, stacked
 
-    def _primary_alone(self, job: ShadowJob) -> PrimarySide:
+    def primary(self, job: ShadowJob) -> PrimarySide:
+        """The primary's side of `job`'s record, worked out for this run alone."""
         request = job.request
         prediction = request.primary
         if prediction is None:
             return PrimarySide(request.decision.serve, {}, None, (), None, None)
-        manifest = self._registry.version(request.decision.model, prediction.version).manifest
-        specs = manifest.outputs if manifest is not None else [s for s, _ in prediction.outputs]
-        labels = manifest.labels if manifest is not None else None
+        manifest, specs, labels = self._signature(prediction)
         outputs = prediction.raw_outputs or {s.name: a for s, a in prediction.outputs}
         classes = top_classes(outputs, specs, labels)
         return PrimarySide(prediction.version, outputs, classes, specs, prediction.inputs, manifest)
+
+    def _signature(
+        self, prediction: Prediction
+    ) -> tuple[Manifest | None, Sequence[TensorSpec], Sequence[str] | None]:
+        """The primary version's manifest, output specs and class labels (the specs of its
+        answer, and no labels, when the version has no manifest)."""
+        manifest = self._registry.version(prediction.model, prediction.version).manifest
+        if manifest is None:
+            return None, [spec for spec, _ in prediction.outputs], None
+        return manifest, manifest.outputs, manifest.labels
 
     # -- records ---------------------------------------------------------------------------
 
@@ -147,7 +151,7 @@ class RecordMaker:
                 shadow_output=shadow_output,
                 primary=primary,
             )
-        comparison = agreement(primary.classes, classes, _rows(primary), diff)
+        comparison = agreement(primary.classes, classes, primary.outputs, diff)
         # An agreement is kept as its summary (top classes, difference) unless asked otherwise.
         summary_only = comparison.agree is True and not self._config.keep_agreeing_outputs
         shadow_output = output_record(
@@ -260,15 +264,6 @@ class RecordMaker:
             inputs=inputs,
             inputs_dropped=inputs_dropped,
         )
-
-
-def _rows(primary: PrimarySide) -> int:
-    """Rows of a comparison, as `compare.compare` counts them: the primary's."""
-    if primary.classes is not None:
-        return len(primary.classes)
-    for array in primary.outputs.values():
-        return int(array.shape[0]) if array.ndim else 1
-    return 0
 
 
 def _stack(jobs: Sequence[ShadowJob]) -> StackedPrimaries | None:
