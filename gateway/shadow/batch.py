@@ -87,9 +87,9 @@ class VersionBatches:
         except Exception as exc:  # a bug of ours: the claimed runs still get their records
             _log.exception("shadow_records_failed", model=model, shadow=version)
             return [
-                self._maker.record(job, "shadow_error", shadow_error=f"internal error: {exc}")
-                for job, keep in zip(jobs, live, strict=True)
-                if keep
+                *self._maker.internal_errors(
+                    (job for job, keep in zip(jobs, live, strict=True) if keep), exc
+                )
             ]
 
     def _records(
@@ -110,6 +110,7 @@ class VersionBatches:
             and stacked is not None
             and all(rows == 1 for rows in stacked.rows)
             and not any(job.policy.keep_inputs for job in jobs)
+            and not self._maker.keeps_agreeing_outputs
         ):
             agreements = _Agreements(self._maker)
         records: list[ComparisonRecord | AgreementBatch] = []
@@ -150,14 +151,12 @@ class _Agreements:
         primary: PrimarySide,
         diff: float | None,
     ) -> bool:
-        """Take the run if it agrees and agreements keep their summary only; else False."""
+        """Take the run if it agrees; else False."""
         if answer.outputs is None or answer.classes is None or answer.classes != primary.classes:
             return False
         batch = self.batch
         if batch is None:
             summaries = self._maker.summary_outputs(manifest, answer, primary)
-            if summaries is None:  # agreements keep their outputs: a record each
-                return False
             batch = self.batch = AgreementBatch(
                 model=job.request.decision.model,
                 primary_version=primary.version,

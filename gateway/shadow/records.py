@@ -8,7 +8,7 @@ else run by run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -193,17 +193,30 @@ class RecordMaker:
             latency = request.primary.latency_s
         return None if latency is None else latency * 1000
 
+    @property
+    def keeps_agreeing_outputs(self) -> bool:
+        """Whether an agreement keeps both outputs (else only its top classes and shapes)."""
+        return self._config.keep_agreeing_outputs
+
     def summary_outputs(
         self, manifest: Manifest, answer: Answer, primary: PrimarySide
-    ) -> tuple[OutputRecord, OutputRecord] | None:
-        """Both sides of an agreement as a record keeps them (top classes and shapes: the
-        tensors of an `AgreementBatch`); None when agreements keep their outputs."""
-        if self._config.keep_agreeing_outputs or answer.outputs is None:
-            return None
+    ) -> tuple[OutputRecord, OutputRecord]:
+        """Both sides of an answered run as an agreement keeps them: top classes and shapes
+        (the tensors of an `AgreementBatch`)."""
+        assert answer.outputs is not None
         return (
             output_record(primary.outputs, primary.specs, primary.classes, 0),
             output_record(answer.outputs, manifest.outputs, answer.classes, 0),
         )
+
+    def internal_errors(
+        self, jobs: Iterable[ShadowJob], error: Exception
+    ) -> list[ComparisonRecord]:
+        """The records of runs a bug of ours cut short: a shadow error each, saying so."""
+        return [
+            self.record(job, "shadow_error", shadow_error=f"internal error: {error}")
+            for job in jobs
+        ]
 
     def record(
         self,

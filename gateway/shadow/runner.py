@@ -234,10 +234,11 @@ class ShadowRunner:
                 records = self._batches.run(model, version, jobs, self._claim)
             except Exception as exc:  # a bug of ours must not kill the worker or leak slots
                 _log.exception("shadow_run_failed", model=model, shadow=version)
+                claimed = self._claim(jobs)
                 records = [
-                    self._records.record(job, "shadow_error", shadow_error=f"internal error: {exc}")
-                    for job, keep in zip(jobs, self._claim(jobs), strict=True)
-                    if keep
+                    *self._records.internal_errors(
+                        (job for job, keep in zip(jobs, claimed, strict=True) if keep), exc
+                    )
                 ]
             finally:
                 with self._cond:
