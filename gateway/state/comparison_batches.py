@@ -160,7 +160,7 @@ def select(
     for batch_id, data in batches:
         data_of[batch_id] = data
         stored = _decode_summaries(data)
-        entries = _in_order(stored.records, stored.agreements, stored.starts, payload=payload)
+        entries = _in_order(stored.records, stored.agreements, stored.starts, payload=False)
         for index, entry in enumerate(entries):
             if query.keeps(entry):
                 found.append((entry.at, batch_id, index, entry))
@@ -170,14 +170,14 @@ def select(
     whole: dict[int, list[ComparisonRecord]] = {}
     records = []
     for _, batch_id, index, entry in found:
-        if isinstance(entry, ComparisonRecord):  # from an agreement batch, as asked
-            records.append(entry)
-        elif not payload:
-            records.append(_without_payload(entry))
-        else:
+        if payload:  # decoded whole only for the records returned
             if batch_id not in whole:
                 whole[batch_id] = decode(data_of[batch_id])
             records.append(whole[batch_id][index])
+        elif isinstance(entry, ComparisonRecord):  # from an agreement batch
+            records.append(entry)
+        else:
+            records.append(_without_payload(entry))
     return records
 
 
@@ -245,9 +245,9 @@ def _schema_2_record(row: tuple[Any, ...]) -> ComparisonRecord:
         primary_error,
         shadow_error,
         inputs_dropped,
-        *rest,
+        payload_text,
     ) = row
-    payload = _decode_payload(rest[0]) if rest and rest[0] is not None else _Payload()
+    payload = _Payload() if payload_text is None else _decode_payload(payload_text)
     return ComparisonRecord(
         request_id=request_id,
         at=at,
