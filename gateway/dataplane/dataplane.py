@@ -98,7 +98,7 @@ class DataPlane:
                 manifest, request.inputs, binary_inputs or {}, self.limits.max_batch_rows
             )
             wanted = _requested_outputs(manifest, request)
-            batch_rows = _batch_rows(manifest, inputs)
+            rows = batch_rows(manifest, inputs)
             outcome = "error"
             try:
                 raw = runtime.predict(inputs)
@@ -108,7 +108,7 @@ class DataPlane:
                 ) from exc
             finally:
                 latency = time.perf_counter() - started
-            _check_outputs(model, loaded.version, manifest, raw, batch_rows)
+            _check_outputs(model, loaded.version, manifest, raw, rows)
             outcome = "ok"
             return Prediction(
                 model, loaded.version, [(s, raw[s.name]) for s in wanted], latency, inputs, raw
@@ -155,16 +155,16 @@ def _requested_outputs(manifest: Manifest, request: InferenceRequest) -> list[Te
 
 
 def _check_outputs(
-    model: str, version: str, manifest: Manifest, raw: dict[str, Any], batch_rows: int | None
+    model: str, version: str, manifest: Manifest, raw: dict[str, Any], rows: int | None
 ) -> None:
     """A version whose output breaks its own signature has failed, whatever it returned."""
     for spec in manifest.outputs:
-        problem = check_output(spec, raw.get(spec.name), batch_rows)
+        problem = check_output(spec, raw.get(spec.name), rows)
         if problem is not None:
             raise InferenceFailed(model, version, problem, kind="invalid_output")
 
 
-def _batch_rows(manifest: Manifest, inputs: dict[str, Tensor]) -> int | None:
+def batch_rows(manifest: Manifest, inputs: Mapping[str, Tensor]) -> int | None:
     """The shared batch size when inputs have a variable first dimension."""
     rows = {inputs[s.name].shape[0] for s in manifest.inputs if s.shape and s.shape[0] == -1}
     if len(rows) > 1:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.dataplane.dataplane import batch_rows
 from gateway.dataplane.tensors import check_output
 from gateway.repository.manifest import Manifest
 from gateway.runtimes.base import ModelRuntime, Tensor
@@ -25,13 +26,6 @@ class Batch:
 
     outputs: dict[str, Tensor]
     rows: list[int]
-
-
-def _batch_rows(manifest: Manifest, inputs: Mapping[str, Tensor]) -> int | None:
-    for spec in manifest.inputs:
-        if spec.shape and spec.shape[0] == -1 and spec.name in inputs:
-            return int(inputs[spec.name].shape[0])
-    return None
 
 
 def predict(
@@ -53,7 +47,7 @@ def _predict_one(manifest: Manifest, runtime: ModelRuntime, inputs: Mapping[str,
     except Exception as exc:
         return Answer(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started)
     latency = time.perf_counter() - started
-    return _checked(manifest, raw, _batch_rows(manifest, inputs), latency)
+    return _checked(manifest, raw, batch_rows(manifest, inputs), latency)
 
 
 def _checked(
