@@ -530,19 +530,12 @@ async def test_agreements_keep_their_outputs_when_configured(registry: ModelRegi
     assert record.shadow_output.tensors["probabilities"].data is not None
 
 
-@pytest.mark.parametrize("keep_agreeing", [False, True])
-def test_one_row_runs_of_a_batch_record_as_each_run_alone(
-    registry: ModelRegistry, keep_agreeing: bool
-) -> None:
-    """A batch of one-row runs gives each run the record it gets alone, field for field but
-    for the shadow's latency: the disagreements as records, the agreements (unless they keep
-    their outputs) as one agreement batch."""
-    shadow_config = msgspec.structs.replace(config(), keep_agreeing_outputs=keep_agreeing)
-    batches = VersionBatches(registry, GatewayMetrics(), RecordMaker(registry, shadow_config))
+def one_row_jobs(registry: ModelRegistry, shadow: str, count: int = 40) -> list[ShadowJob]:
+    """`count` one-row runs of `shadow` behind version 1's real answers to held-out digits."""
     dataplane = DataPlane(registry, Limits(), GatewayMetrics())
-    route = decision(("3", 100))
+    route = decision((shadow, 100))
     policy = ShadowPolicy(keep_inputs=False)
-    jobs = [
+    return [
         ShadowJob(
             ShadowRequest(
                 decision=route,
@@ -552,12 +545,31 @@ def test_one_row_runs_of_a_batch_record_as_each_run_alone(
                 at=float(index),
                 primary=dataplane.infer("digits", "1", v2(1, offset=index)),
             ),
-            "3",
+            shadow,
             policy,
             deadline=1e18,
         )
-        for index in range(40)
+        for index in range(count)
     ]
+
+
+def without_latency(records: Sequence[ComparisonRecord]) -> list[Any]:
+    return [
+        msgspec.to_builtins(msgspec.structs.replace(record, shadow_latency_ms=None))
+        for record in records
+    ]
+
+
+@pytest.mark.parametrize("keep_agreeing", [False, True])
+def test_one_row_runs_of_a_batch_record_as_each_run_alone(
+    registry: ModelRegistry, keep_agreeing: bool
+) -> None:
+    """A batch of one-row runs gives each run the record it gets alone, field for field but
+    for the shadow's latency: the disagreements as records, the agreements (unless they keep
+    their outputs) as one agreement batch."""
+    shadow_config = msgspec.structs.replace(config(), keep_agreeing_outputs=keep_agreeing)
+    batches = VersionBatches(registry, GatewayMetrics(), RecordMaker(registry, shadow_config))
+    jobs = one_row_jobs(registry, "3")
 
     handed_on = batches.run("digits", "3", jobs, claim_all)
     together = sorted(expand(handed_on), key=lambda record: record.at)
@@ -566,12 +578,47 @@ def test_one_row_runs_of_a_batch_record_as_each_run_alone(
     assert {record.agree for record in together} == {True, False}
     kinds = [type(item) for item in handed_on]
     assert kinds.count(AgreementBatch) == (0 if keep_agreeing else 1)
-    for mine, reference in zip(together, alone, strict=True):
-        # A batched prediction's floats can differ from a one-row one's in the last bits.
-        assert close(
-            msgspec.to_builtins(msgspec.structs.replace(mine, shadow_latency_ms=None)),
-            msgspec.to_builtins(msgspec.structs.replace(reference, shadow_latency_ms=None)),
-        ), mine.request_id
+    # A batched prediction's floats can differ from a one-row one's in the last bits.
+    for mine, reference in zip(without_latency(together), without_latency(alone), strict=True):
+        assert close(mine, reference), mine["request_id"]
+
+
+@pytest.mark.parametrize("shadow", [RAISES, NAN, WRONG_SHAPE])
+def test_a_failing_version_fails_each_run_of_a_one_row_batch_as_alone(
+    registry: ModelRegistry, shadow: str
+) -> None:
+    """When a version's batched prediction raises or breaks its signature, every one-row run
+    of the batch gets the shadow-error record it gets alone (the batch is not one error)."""
+    batches = VersionBatches(registry, GatewayMetrics(), RecordMaker(registry, config()))
+    jobs = one_row_jobs(registry, shadow, count=8)
+
+    together = sorted(expand(batches.run("digits", shadow, jobs, claim_all)), key=by_time)
+    alone = [expand(batches.run("digits", shadow, [job], claim_all))[0] for job in jobs]
+
+    assert [record.outcome for record in together] == ["shadow_error"] * len(jobs)
+    assert all(record.shadow_error for record in together)
+    assert without_latency(together) == without_latency(alone)
+
+
+def test_a_one_row_batch_records_only_the_runs_its_claim_keeps(registry: ModelRegistry) -> None:
+    """Runs that timed out while their batch ran (the claim says so) get no record from the
+    batch, agreeing or not; the others get theirs."""
+    batches = VersionBatches(registry, GatewayMetrics(), RecordMaker(registry, config()))
+    jobs = one_row_jobs(registry, "3")
+
+    def every_other(claimed: Sequence[ShadowJob]) -> list[bool]:
+        return [index % 2 == 0 for index in range(len(claimed))]
+
+    records = sorted(expand(batches.run("digits", "3", jobs, every_other)), key=by_time)
+
+    assert [record.request_id for record in records] == [
+        job.request.request_id for job in jobs[::2]
+    ]
+    assert {record.agree for record in records} == {True, False}
+
+
+def by_time(record: ComparisonRecord) -> float:
+    return record.at
 
 
 def close(mine: Any, theirs: Any) -> bool:

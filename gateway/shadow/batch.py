@@ -3,8 +3,9 @@
 Batching matters: per run, a thread wake-up and two GIL hand-offs cost more than a small
 model's prediction, and every one of them is taken from the event loop that serves the
 primaries. So the runs of a batch share one prediction (`predict`), one argmax per side and
-one subtraction for the differences; what is left per run is its record, and for the common
-case, a one-row run that agrees, a row of an `AgreementBatch`.
+one subtraction for the differences; what is left per run is its record. The common case, a
+batch of one-row runs behind answered primaries, is worked out a column at a time
+(`columns.OneRowBatch`): its agreements become the rows of one `AgreementBatch`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from gateway.errors import InvalidRequest
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
 from gateway.repository.manifest import Manifest
-from gateway.runtimes.base import Tensor
+from gateway.runtimes.base import ModelRuntime, Tensor
+from gateway.shadow.columns import OneRowBatch
 from gateway.shadow.compare import max_abs_diff, run_max_abs_diffs
 from gateway.shadow.jobs import ShadowJob, ShadowRequest
 from gateway.shadow.predict import Batch, predict
-from gateway.shadow.records import Answer, PrimarySide, RecordMaker
+from gateway.shadow.records import Answer, RecordMaker
 from gateway.state import AgreementBatch, ComparisonRecord
 
 Claim = Callable[[Sequence[ShadowJob]], list[bool]]
@@ -50,7 +52,8 @@ class VersionBatches:
     ) -> list[ComparisonRecord | AgreementBatch]:
         """Predict every run of `version` (batched where it can be), then record each run
         that `claim` still hands over (the others timed out meanwhile). One-row runs that
-        agree come back as one `AgreementBatch`; every other run as its own record."""
+        agree come back as one `AgreementBatch` (`columns`); every other run as its own
+        record."""
         started = time.perf_counter()
         try:
             manifest, runtime = self._registry.version(model, version).ready_runtime()
@@ -63,6 +66,32 @@ class VersionBatches:
                 )
                 for job in _claimed(jobs, claim)
             ]
+        one_row = OneRowBatch.prepare(self._maker, manifest, jobs)
+        predicted = None if one_row is None else one_row.predict(runtime)
+        if one_row is not None and predicted is not None:
+            outputs, latency = predicted
+            self._metrics.observe_shadow_latency(model, version, latency, len(jobs))
+            live = claim(jobs)
+            try:
+                return one_row.records(outputs, latency, live)
+            except Exception as exc:
+                return self._internal_errors(model, version, jobs, live, exc)
+        answers, batch = self._predict(model, version, manifest, runtime, jobs)
+        live = claim(jobs)
+        try:
+            return self._records(manifest, jobs, answers, batch, live)
+        except Exception as exc:
+            return self._internal_errors(model, version, jobs, live, exc)
+
+    def _predict(
+        self,
+        model: str,
+        version: str,
+        manifest: Manifest,
+        runtime: ModelRuntime,
+        jobs: Sequence[ShadowJob],
+    ) -> tuple[list[Answer], Batch | None]:
+        """Each run's answer, from one prediction where the runs' inputs batch."""
         failures: list[Answer | None] = []
         inputs: list[Mapping[str, Tensor]] = []
         for job in jobs:
@@ -81,16 +110,20 @@ class VersionBatches:
         )
         for latency, runs in latencies.items():
             self._metrics.observe_shadow_latency(model, version, latency, runs)
-        live = claim(jobs)
-        try:
-            return self._records(manifest, jobs, answers, batch, live)
-        except Exception as exc:  # a bug of ours: the claimed runs still get their records
-            _log.exception("shadow_records_failed", model=model, shadow=version)
-            return [
-                *self._maker.internal_errors(
-                    (job for job, keep in zip(jobs, live, strict=True) if keep), exc
-                )
-            ]
+        return answers, batch
+
+    def _internal_errors(
+        self,
+        model: str,
+        version: str,
+        jobs: Sequence[ShadowJob],
+        live: Sequence[bool],
+        error: Exception,
+    ) -> list[ComparisonRecord | AgreementBatch]:
+        """A bug of ours while recording: the claimed runs still get their records."""
+        _log.exception("shadow_records_failed", model=model, shadow=version)
+        claimed = (job for job, keep in zip(jobs, live, strict=True) if keep)
+        return [*self._maker.internal_errors(claimed, error)]
 
     def _records(
         self,
@@ -104,15 +137,6 @@ class VersionBatches:
         diffs = None
         if batch is not None and stacked is not None and stacked.rows == batch.rows:
             diffs = run_max_abs_diffs(stacked.outputs, batch.outputs, batch.rows)
-        agreements = None
-        if (
-            diffs is not None
-            and stacked is not None
-            and all(rows == 1 for rows in stacked.rows)
-            and not any(job.policy.keep_inputs for job in jobs)
-            and not self._maker.keeps_agreeing_outputs
-        ):
-            agreements = _Agreements(self._maker)
         records: list[ComparisonRecord | AgreementBatch] = []
         for index, job in enumerate(jobs):
             if index % YIELD_EVERY == YIELD_EVERY - 1:
@@ -128,61 +152,8 @@ class VersionBatches:
                 diff = diffs[index]
             elif answer.outputs is not None and job.request.primary is not None:
                 diff = max_abs_diff(primary.outputs, answer.outputs)
-            if agreements is not None and agreements.add(job, manifest, answer, primary, diff):
-                continue
             records.append(self._maker.answered(job, manifest, answer, primary, diff))
-        if agreements is not None and agreements.batch is not None:
-            records.append(agreements.batch)
         return records
-
-
-class _Agreements:
-    """The agreeing one-row runs of a batch, gathered column by column."""
-
-    def __init__(self, maker: RecordMaker) -> None:
-        self._maker = maker
-        self.batch: AgreementBatch | None = None
-
-    def add(
-        self,
-        job: ShadowJob,
-        manifest: Manifest,
-        answer: Answer,
-        primary: PrimarySide,
-        diff: float | None,
-    ) -> bool:
-        """Take the run if it agrees; else False."""
-        if answer.outputs is None or answer.classes is None or answer.classes != primary.classes:
-            return False
-        batch = self.batch
-        if batch is None:
-            summaries = self._maker.summary_outputs(manifest, answer, primary)
-            batch = self.batch = AgreementBatch(
-                model=job.request.decision.model,
-                primary_version=primary.version,
-                shadow_version=job.version,
-                shadow_latency_ms=answer.latency_s * 1000,
-                primary_tensors=summaries[0].tensors,
-                shadow_tensors=summaries[1].tensors,
-                request_ids=[],
-                ats=[],
-                variants=[],
-                cohorts=[],
-                contexts=[],
-                classes=[],
-                max_abs_diffs=[],
-                primary_latencies_ms=[],
-            )
-        request = job.request
-        batch.request_ids.append(request.request_id)
-        batch.ats.append(request.at)
-        batch.variants.append(request.decision.variant or "")
-        batch.cohorts.append(self._maker.cohort(job))
-        batch.contexts.append(self._maker.context(job))
-        batch.classes.append(answer.classes[0])
-        batch.max_abs_diffs.append(diff)
-        batch.primary_latencies_ms.append(self._maker.primary_latency_ms(job))
-        return True
 
 
 def _claimed(jobs: Sequence[ShadowJob], claim: Claim) -> list[ShadowJob]:

@@ -76,7 +76,7 @@ class RecordMaker:
             return [self.primary(job) for job in jobs], None
         first = jobs[0].request.primary
         assert first is not None  # _stack checked that every run has one
-        manifest, specs, labels = self._signature(first)
+        manifest, specs, labels = self.signature(first)
         classes = top_classes(stacked.outputs, specs, labels)  # every run's rows at once
         sides = []
         offset = 0
@@ -102,12 +102,12 @@ class RecordMaker:
         prediction = request.primary
         if prediction is None:
             return PrimarySide(request.decision.serve, {}, None, (), None, None)
-        manifest, specs, labels = self._signature(prediction)
+        manifest, specs, labels = self.signature(prediction)
         outputs = prediction.raw_outputs or {s.name: a for s, a in prediction.outputs}
         classes = top_classes(outputs, specs, labels)
         return PrimarySide(prediction.version, outputs, classes, specs, prediction.inputs, manifest)
 
-    def _signature(
+    def signature(
         self, prediction: Prediction
     ) -> tuple[Manifest | None, Sequence[TensorSpec], Sequence[str] | None]:
         """The primary version's manifest, output specs and class labels (the specs of its
