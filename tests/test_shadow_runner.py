@@ -230,6 +230,34 @@ async def test_hung_shadow_times_out_keeps_its_slot_and_drops_the_rest(
 
 
 @pytest.mark.anyio
+async def test_each_queued_run_times_out_at_its_own_deadline(registry: ModelRegistry) -> None:
+    """Runs still waiting for their batch are settled as timeouts one by one, each once its
+    own deadline (submit time + timeout) has passed and not before."""
+    records: list[ComparisonRecord] = []
+    timeout_s = 5.0
+    runner = ShadowRunner(
+        registry,
+        GatewayMetrics(),
+        config(1, 4, timeout_s=timeout_s, window_s=60.0),
+        collect(records),
+    )
+    route = decision(("2", 100))
+    first_before = time.monotonic()
+    runner.submit(answered(registry, route))
+    first_after = time.monotonic()
+    await asyncio.sleep(0.05)
+    second_before = time.monotonic()
+    runner.submit(answered(registry, route))
+
+    assert runner.expire_overdue(now=first_before + timeout_s - 0.001) == 0
+    assert runner.expire_overdue(now=first_after + timeout_s) == 1
+    assert runner.expire_overdue(now=second_before + timeout_s - 0.001) == 0
+    assert runner.expire_overdue(now=second_before + timeout_s + 1.0) == 1
+    assert [record.outcome for record in records] == ["timeout", "timeout"]
+    runner.shutdown()
+
+
+@pytest.mark.anyio
 async def test_in_flight_runs_are_capped_per_release_and_in_all(registry: ModelRegistry) -> None:
     """A release may not hold more slots than its concurrency, nor all releases together more
     than threads x batch_max; shutting down gives the queued runs' slots back."""

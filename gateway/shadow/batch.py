@@ -22,6 +22,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
 from gateway.repository.manifest import Manifest
 from gateway.runtimes.base import ModelRuntime, Tensor
+from gateway.shadow import gil
 from gateway.shadow.columns import OneRowBatch
 from gateway.shadow.compare import max_abs_diff, run_max_abs_diffs
 from gateway.shadow.jobs import ShadowJob, ShadowRequest
@@ -34,9 +35,6 @@ Claim = Callable[[Sequence[ShadowJob]], list[bool]]
 their records are this batch's to emit."""
 
 _log = structlog.get_logger("gateway.shadow")
-
-YIELD_EVERY = 32  # records built between two pauses that leave the GIL to the event loop
-YIELD_S = 0.0002  # long enough for a loop thread waiting on the GIL to be scheduled and take it
 
 
 class VersionBatches:
@@ -67,6 +65,7 @@ class VersionBatches:
                 for job in _claimed(jobs, claim)
             ]
         one_row = OneRowBatch.prepare(self._maker, manifest, jobs)
+        gil.leave_gil()
         predicted = None if one_row is None else one_row.predict(runtime)
         if one_row is not None and predicted is not None:
             outputs, latency = predicted
@@ -139,11 +138,8 @@ class VersionBatches:
             diffs = run_max_abs_diffs(stacked.outputs, batch.outputs, batch.rows)
         records: list[ComparisonRecord | AgreementBatch] = []
         for index, job in enumerate(jobs):
-            if index % YIELD_EVERY == YIELD_EVERY - 1:
-                # Leave the GIL to the event loop, if it waits for it. (A zero sleep would not
-                # do: this thread would take the GIL back before the woken loop thread runs,
-                # and the loop would wait out the 5 ms switch interval.)
-                time.sleep(YIELD_S)
+            if index % gil.EVERY == gil.EVERY - 1:
+                gil.leave_gil()
             if not live[index]:
                 continue
             answer, primary = answers[index], primaries[index]

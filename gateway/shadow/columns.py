@@ -23,6 +23,7 @@ from gateway.dataplane import Prediction
 from gateway.dataplane.tensors import check_output
 from gateway.repository.manifest import Manifest, TensorSpec
 from gateway.runtimes.base import ModelRuntime, Tensor
+from gateway.shadow import gil
 from gateway.shadow.compare import run_max_abs_diffs, top_classes
 from gateway.shadow.jobs import ShadowJob
 from gateway.shadow.records import Answer, PrimarySide, RecordMaker
@@ -111,11 +112,14 @@ class OneRowBatch:
         records: list[ComparisonRecord | AgreementBatch] = []
         for index, keep in enumerate(live):
             if keep and index not in agreed:
+                if len(records) % gil.EVERY == gil.EVERY - 1:
+                    gil.leave_gil()
                 answer, primary = self._sides(
                     index, outputs, latency_s, primary_specs, primary_classes, shadow_classes
                 )
                 records.append(maker.answered(jobs[index], manifest, answer, primary, diffs[index]))
         if agreeing:
+            gil.leave_gil()
             assert shadow_classes is not None  # the runs agreed on them
             records.append(
                 self._agreements(agreeing, outputs, latency_s, primary_specs, shadow_classes, diffs)

@@ -31,7 +31,7 @@ class ShadowPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     timeout_s: float = 0.5
     """Each shadow version's run ends as a timeout after this long (the thread may go on)."""
-    concurrency: int = 128
+    concurrency: int = 512
     """At most this many of the release's shadow runs in flight (queued for a batch or in
     one); more are dropped, not queued."""
     keep_inputs: bool = False
@@ -45,9 +45,9 @@ class ShadowConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     threads: int = 2
     """Worker threads that run shadow batches."""
-    batch_max: int = 64
+    batch_max: int = 256
     """Runs one worker takes at once; `threads * batch_max` runs in flight at most."""
-    batch_window_s: float = 0.05
+    batch_window_s: float = 0.1
     """How long a worker waits after the first queued run for more to join its batch."""
     defaults: ShadowPolicy = ShadowPolicy()
     """A release's policy where its metadata says nothing."""

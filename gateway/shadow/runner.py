@@ -23,6 +23,7 @@ shadow does reaches the client's response: every failure becomes a record.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
 import time
@@ -36,6 +37,7 @@ from gateway.flags.document import Release, ShadowTarget
 from gateway.flags.router import RouteDecision
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
+from gateway.shadow import gil
 from gateway.shadow.batch import VersionBatches
 from gateway.shadow.jobs import QUEUED, RUNNING, SETTLED, ShadowJob, ShadowRequest
 from gateway.shadow.load import LoopLoad, thread_demand_s
@@ -74,6 +76,7 @@ class ShadowRunner:
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[ShadowJob] = deque()
         self._jobs: set[ShadowJob] = set()  # every job holding a slot
+        self._earliest_deadline = math.inf  # no job in `_jobs` is due before it
         self._in_flight = 0
         self._in_flight_by_model: dict[str, int] = {}
         self._max_in_flight = config.threads * config.batch_max
@@ -140,6 +143,7 @@ class ShadowRunner:
             self._in_flight += 1
             self._in_flight_by_model[model] = held + 1
             self._jobs.add(job)
+            self._earliest_deadline = min(self._earliest_deadline, job.deadline)
             self._queue.append(job)
             if len(self._queue) == 1:
                 if not self._workers:
@@ -198,8 +202,10 @@ class ShadowRunner:
             if batch:
                 started = thread_demand_s()
                 self._run_batch(batch)
+                del batch  # its requests go here, not under the lock the request path takes
                 if self._load is not None:
                     self._load.add_shadow_cpu(thread_demand_s() - started)
+                gil.leave_gil()
 
     def _take_batch(self, most: int) -> list[ShadowJob]:
         """Up to `most` queued runs of the first queued (model, version), in order; the lock
@@ -270,9 +276,14 @@ class ShadowRunner:
         running one's answer will be discarded); return how many."""
         now = time.monotonic() if now is None else now
         with self._cond:
+            if now < self._earliest_deadline:  # most calls: nothing can be due yet
+                return 0
             overdue = [job for job in self._jobs if job.state != SETTLED and job.deadline <= now]
             for job in overdue:
                 job.state = SETTLED
+            self._earliest_deadline = min(
+                (job.deadline for job in self._jobs if job.state != SETTLED), default=math.inf
+            )
         records = []
         for job in overdue:
             timeout_ms = job.policy.timeout_s * 1000
