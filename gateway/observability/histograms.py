@@ -34,6 +34,7 @@ class HistogramCounts:
         self.documentation = documentation
         self.labels = list(labels)
         self._bounds = tuple(buckets)
+        self._bound_array = np.asarray(self._bounds, dtype=np.float64)  # for searchsorted
         self._edges = [_go_float(bound) for bound in self._bounds] + ["+Inf"]
         self._counts: dict[tuple[str, ...], list[float]] = {}
 
@@ -50,7 +51,8 @@ class HistogramCounts:
         array = np.asarray(values, dtype=np.float64)
         # side="left" puts a value equal to a bound in that bound's bucket (le, inclusive).
         per_bucket = np.bincount(
-            np.searchsorted(self._bounds, array, side="left"), minlength=len(self._bounds) + 1
+            np.searchsorted(self._bound_array, array, side="left"),
+            minlength=len(self._bounds) + 1,
         )
         counts = self._counts_of(key)
         for index, in_bucket in enumerate(per_bucket.tolist()):

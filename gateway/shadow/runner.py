@@ -187,6 +187,7 @@ class ShadowRunner:
 
     def _work(self) -> None:
         config = self._config
+        demand = thread_demand_s()  # read once a batch: a /proc read costs a few microseconds
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
@@ -200,11 +201,11 @@ class ShadowRunner:
                 if self._queue:
                     self._cond.notify()  # more runs wait: wake another worker
             if batch:
-                started = thread_demand_s()
                 self._run_batch(batch)
                 del batch  # its requests go here, not under the lock the request path takes
-                if self._load is not None:
-                    self._load.add_shadow_cpu(thread_demand_s() - started)
+                if self._load is not None:  # the thread's demand since the last batch's end
+                    demand, before = thread_demand_s(), demand
+                    self._load.add_shadow_cpu(demand - before)
                 gil.leave_gil()
 
     def _take_batch(self, most: int) -> list[ShadowJob]:
