@@ -27,6 +27,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
 from gateway.runtimes import RuntimeOptions
 from gateway.shadow.batch import VersionBatches
+from gateway.shadow.columns import OneRowBatch
 from gateway.shadow.jobs import ShadowJob
 from gateway.shadow.load import LoopLoad, thread_demand_s
 from gateway.shadow.policy import ShadowConfig, ShadowPolicy
@@ -643,6 +644,36 @@ def test_a_one_row_batch_records_only_the_runs_its_claim_keeps(registry: ModelRe
         job.request.request_id for job in jobs[::2]
     ]
     assert {record.agree for record in records} == {True, False}
+
+
+def test_only_one_row_runs_behind_one_answered_version_batch_as_columns(
+    registry: ModelRegistry,
+) -> None:
+    """A batch qualifies for the column path only when every run is one row behind an
+    answered primary of one version and keeps no inputs; a two-row run, a second primary
+    version, a failed primary or kept inputs send it down the general path."""
+    maker = RecordMaker(registry, config())
+    manifest = registry.version("digits", "3").ready_runtime()[0]
+    dataplane = DataPlane(registry, Limits(), GatewayMetrics())
+    jobs = one_row_jobs(registry, "3", count=6)
+
+    def replaced(index: int, **changes: Any) -> list[ShadowJob]:
+        changed = list(jobs)
+        request = msgspec.structs.replace(jobs[index].request, **changes)
+        changed[index] = ShadowJob(request, "3", jobs[index].policy, deadline=1e18)
+        return changed
+
+    keeping = list(jobs)
+    keeping[2] = ShadowJob(jobs[2].request, "3", ShadowPolicy(keep_inputs=True), deadline=1e18)
+    assert OneRowBatch.prepare(maker, manifest, jobs) is not None
+    assert OneRowBatch.prepare(maker, manifest, jobs[:1]) is None
+    assert OneRowBatch.prepare(maker, manifest, keeping) is None
+    for changes in (
+        {"primary": dataplane.infer("digits", "1", v2(2))},
+        {"primary": dataplane.infer("digits", "2", v2(1))},
+        {"primary": None, "primary_error": "failed"},
+    ):
+        assert OneRowBatch.prepare(maker, manifest, replaced(3, **changes)) is None, changes
 
 
 def by_time(record: ComparisonRecord) -> float:

@@ -53,10 +53,9 @@ class CohortResolver:
         return ""
 
     def _rules_of(self, release: Release) -> _Rules:
-        with self._lock:
-            cached = self._rules.get(release.key)
-            if cached is not None and cached[0] is release:
-                return cached[1]
+        cached = self._rules.get(release.key)  # one dict read: safe without the lock
+        if cached is not None and cached[0] is release:
+            return cached[1]
         rules = tuple(cohort_names(release.policy).items())
         with self._lock:
             self._rules[release.key] = (release, rules)

@@ -210,16 +210,18 @@ def _stack_rows(
     tensors: Sequence[Mapping[str, Tensor]], names: Sequence[str]
 ) -> dict[str, Tensor] | None:
     """Each named tensor of every run stacked along the rows, when each run has it with one
-    row, and all of them have one dtype and shape; else None."""
+    row, all of one shape and of the first run's dtype; else None."""
     stacked: dict[str, Tensor] = {}
     for name in names:
         arrays: list[Any] = [one.get(name) for one in tensors]
         first = arrays[0]
-        if first is None or first.ndim == 0 or first.shape[0] != 1:
-            return None
-        shape, dtype = first.shape, first.dtype
-        for array in arrays:
-            if array is None or array.shape != shape or array.dtype != dtype:
+        try:
+            if first is None or any(len(array) != 1 for array in arrays):
                 return None
-        stacked[name] = np.concatenate(arrays)
+            joined = np.concatenate(arrays)  # raises when the shapes past the rows differ
+        except (TypeError, ValueError):  # a missing or 0-d tensor
+            return None
+        if joined.dtype != first.dtype:  # a wider dtype among the runs
+            return None
+        stacked[name] = joined
     return stacked
