@@ -135,4 +135,4 @@ def test_logged_predictions_leave_the_garbage_collector_nothing_to_scan() -> Non
     gc.collect()
 
     assert len(log) == 10_000
-    assert len(gc.get_objects()) - before < 100
+    assert len(gc.get_objects()) - before < 1_000  # a tracked entry each would be 10,000
