@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import structlog
 
@@ -64,23 +65,26 @@ class VersionBatches:
                 )
                 for job in _claimed(jobs, claim)
             ]
+        records: Callable[[list[bool]], list[ComparisonRecord | AgreementBatch]]
         one_row = OneRowBatch.prepare(self._maker, manifest, jobs)
-        gil.leave_gil()
-        predicted = None if one_row is None else one_row.predict(runtime)
+        predicted = None
+        if one_row is not None:
+            gil.leave_gil()
+            predicted = one_row.predict(runtime)
         if one_row is not None and predicted is not None:
             outputs, latency = predicted
             self._metrics.observe_shadow_latency(model, version, latency, len(jobs))
-            live = claim(jobs)
-            try:
-                return one_row.records(outputs, latency, live)
-            except Exception as exc:
-                return self._internal_errors(model, version, jobs, live, exc)
-        answers, batch = self._predict(model, version, manifest, runtime, jobs)
+            records = partial(one_row.records, outputs, latency)
+        else:
+            answers, batch = self._predict(model, version, manifest, runtime, jobs)
+            records = partial(self._records, manifest, jobs, answers, batch)
         live = claim(jobs)
         try:
-            return self._records(manifest, jobs, answers, batch, live)
-        except Exception as exc:
-            return self._internal_errors(model, version, jobs, live, exc)
+            return records(live)
+        except Exception as exc:  # a bug of ours: the claimed runs still get their records
+            _log.exception("shadow_records_failed", model=model, shadow=version)
+            claimed = (job for job, keep in zip(jobs, live, strict=True) if keep)
+            return [*self._maker.internal_errors(claimed, exc)]
 
     def _predict(
         self,
@@ -110,19 +114,6 @@ class VersionBatches:
         for latency, runs in latencies.items():
             self._metrics.observe_shadow_latency(model, version, latency, runs)
         return answers, batch
-
-    def _internal_errors(
-        self,
-        model: str,
-        version: str,
-        jobs: Sequence[ShadowJob],
-        live: Sequence[bool],
-        error: Exception,
-    ) -> list[ComparisonRecord | AgreementBatch]:
-        """A bug of ours while recording: the claimed runs still get their records."""
-        _log.exception("shadow_records_failed", model=model, shadow=version)
-        claimed = (job for job, keep in zip(jobs, live, strict=True) if keep)
-        return [*self._maker.internal_errors(claimed, error)]
 
     def _records(
         self,

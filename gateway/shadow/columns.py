@@ -21,7 +21,7 @@ import numpy as np
 
 from gateway.dataplane import Prediction
 from gateway.dataplane.tensors import check_output
-from gateway.repository.manifest import Manifest, TensorSpec
+from gateway.repository.manifest import Manifest
 from gateway.runtimes.base import ModelRuntime, Tensor
 from gateway.shadow import gil
 from gateway.shadow.compare import run_max_abs_diffs, top_classes
@@ -49,6 +49,10 @@ class OneRowBatch:
         self._primaries = primaries
         self._inputs = inputs
         self._primary_outputs = primary_outputs
+        # One primary version for the whole batch: one signature.
+        self._primary_manifest, self._primary_specs, self._primary_labels = maker.signature(
+            primaries[0]
+        )
 
     @classmethod
     def prepare(
@@ -94,35 +98,39 @@ class OneRowBatch:
         """The records of the runs `live` keeps: one `AgreementBatch` for those that agree,
         a record of its own for each of the others."""
         maker, manifest, jobs = self._maker, self._manifest, self._jobs
-        _, primary_specs, primary_labels = maker.signature(self._primaries[0])
-        primary_classes = top_classes(self._primary_outputs, primary_specs, primary_labels)
+        primary_classes = top_classes(
+            self._primary_outputs, self._primary_specs, self._primary_labels
+        )
         shadow_classes = top_classes(outputs, manifest.outputs, manifest.labels)
-        rows = [1] * len(jobs)
-        diffs = run_max_abs_diffs(self._primary_outputs, outputs, rows) or [None] * len(jobs)
+        diffs = run_max_abs_diffs(self._primary_outputs, outputs, [1] * len(jobs))
+        if diffs is None:
+            diffs = [None] * len(jobs)
         agreeing: list[int] = []
-        if primary_classes is not None and shadow_classes is not None:
-            agreeing = [
-                index
-                for index, (keep, mine, theirs) in enumerate(
-                    zip(live, primary_classes, shadow_classes, strict=True)
-                )
-                if keep and mine == theirs
-            ]
-        agreed = set(agreeing)
-        records: list[ComparisonRecord | AgreementBatch] = []
+        others: list[int] = []
         for index, keep in enumerate(live):
-            if keep and index not in agreed:
-                if len(records) % gil.EVERY == gil.EVERY - 1:
-                    gil.leave_gil()
-                answer, primary = self._sides(
-                    index, outputs, latency_s, primary_specs, primary_classes, shadow_classes
-                )
-                records.append(maker.answered(jobs[index], manifest, answer, primary, diffs[index]))
+            if not keep:
+                continue
+            agrees = (
+                primary_classes is not None
+                and shadow_classes is not None
+                and primary_classes[index] == shadow_classes[index]
+            )
+            (agreeing if agrees else others).append(index)
+        records: list[ComparisonRecord | AgreementBatch] = []
+        for count, index in enumerate(others):
+            if count % gil.EVERY == gil.EVERY - 1:
+                gil.leave_gil()
+            answer, primary = self._sides(
+                index, outputs, latency_s, primary_classes, shadow_classes
+            )
+            records.append(maker.answered(jobs[index], manifest, answer, primary, diffs[index]))
         if agreeing:
             gil.leave_gil()
             assert shadow_classes is not None  # the runs agreed on them
             records.append(
-                self._agreements(agreeing, outputs, latency_s, primary_specs, shadow_classes, diffs)
+                self._agreements(
+                    agreeing, outputs, latency_s, primary_classes, shadow_classes, diffs
+                )
             )
         return records
 
@@ -131,7 +139,6 @@ class OneRowBatch:
         index: int,
         outputs: Mapping[str, Tensor],
         latency_s: float,
-        primary_specs: Sequence[TensorSpec],
         primary_classes: list[str] | None,
         shadow_classes: list[str] | None,
     ) -> tuple[Answer, PrimarySide]:
@@ -144,14 +151,13 @@ class OneRowBatch:
             latency_s,
             None if shadow_classes is None else shadow_classes[row],
         )
-        manifest, _, _ = self._maker.signature(prediction)
         primary = PrimarySide(
             prediction.version,
             prediction.raw_outputs,
             None if primary_classes is None else primary_classes[row],
-            primary_specs,
+            self._primary_specs,
             prediction.inputs,
-            manifest,
+            self._primary_manifest,
         )
         return answer, primary
 
@@ -160,16 +166,14 @@ class OneRowBatch:
         agreeing: list[int],
         outputs: Mapping[str, Tensor],
         latency_s: float,
-        primary_specs: Sequence[TensorSpec],
+        primary_classes: list[str] | None,
         shadow_classes: list[str],
         diffs: list[float | None],
     ) -> AgreementBatch:
+        """The agreeing runs as one batch, sharing the first one's summary outputs."""
         maker, jobs = self._maker, self._jobs
         first = agreeing[0]
-        # The runs agree: the primary's top classes are the shadow's.
-        answer, primary = self._sides(
-            first, outputs, latency_s, primary_specs, shadow_classes, shadow_classes
-        )
+        answer, primary = self._sides(first, outputs, latency_s, primary_classes, shadow_classes)
         primary_summary, shadow_summary = maker.summary_outputs(self._manifest, answer, primary)
         runs = [jobs[index] for index in agreeing]
         requests = [job.request for job in runs]
