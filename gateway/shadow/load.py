@@ -52,7 +52,7 @@ def thread_demand_s() -> float:
     scheduler's statistics are not available).
 
     The file is opened once per thread and re-read from its start: opening a /proc file
-    costs tens of microseconds, and the workers read theirs twice a batch."""
+    costs tens of microseconds, and the workers read theirs once a batch."""
     try:
         stat = getattr(_files, "schedstat", None)
         if stat is None:

@@ -42,15 +42,10 @@ class ComparisonRecorder:
     def add(self, records: Comparisons) -> int:
         """Buffer `records` (an agreement batch counts as the records it holds) as far as
         there is room; return how many did not fit (dropped and counted)."""
-        lost = 0
         with self._lock:
-            for item in records:
-                size = records_in(item)
-                if self._held + size <= self._capacity:
-                    self._pending.append(item)
-                    self._held += size
-                else:
-                    lost += size
+            kept, held, lost = _fitting(records, self._capacity - self._held)
+            self._pending.extend(kept)
+            self._held += held
             self._dropped += lost
         if lost:
             self._metrics.count_shadow_records("buffer_full", lost)
@@ -92,21 +87,29 @@ class ComparisonRecorder:
 
     def _requeue(self, records: list[ComparisonRecord | AgreementBatch]) -> None:
         """Put unwritten records back in front, oldest first, as far as there is room."""
-        kept: list[ComparisonRecord | AgreementBatch] = []
-        lost = 0
         with self._lock:
-            room = self._capacity - self._held
-            for item in records:
-                size = records_in(item)
-                if size <= room:
-                    kept.append(item)
-                    room -= size
-                    self._held += size
-                else:
-                    lost += size
+            kept, held, lost = _fitting(records, self._capacity - self._held)
             self._pending.extendleft(reversed(kept))
+            self._held += held
             self._dropped += lost
         self._metrics.count_shadow_records("store_error", lost)
+
+
+def _fitting(
+    items: Comparisons, room: int
+) -> tuple[list[ComparisonRecord | AgreementBatch], int, int]:
+    """The items that fit `room` records, in order; the records they hold; the records of
+    the items that did not fit."""
+    kept: list[ComparisonRecord | AgreementBatch] = []
+    held = lost = 0
+    for item in items:
+        size = records_in(item)
+        if held + size <= room:
+            kept.append(item)
+            held += size
+        else:
+            lost += size
+    return kept, held, lost
 
 
 def _chunks(items: list[ComparisonRecord | AgreementBatch]) -> Iterator[tuple[int, int]]:
