@@ -233,24 +233,22 @@ class ShadowRunner:
         return batch
 
     def _run_batch(self, batch: list[ShadowJob]) -> None:
-        groups: dict[tuple[str, str], list[ShadowJob]] = {}
-        for job in batch:  # one group as `_take_batch` builds them; more if called otherwise
-            groups.setdefault((job.request.decision.model, job.version), []).append(job)
-        for (model, version), jobs in groups.items():
-            try:
-                records = self._batches.run(model, version, jobs, self._claim)
-            except Exception as exc:  # a bug of ours must not kill the worker or leak slots
-                _log.exception("shadow_run_failed", model=model, shadow=version)
-                claimed = self._claim(jobs)
-                records = [
-                    *self._records.internal_errors(
-                        (job for job, keep in zip(jobs, claimed, strict=True) if keep), exc
-                    )
-                ]
-            finally:
-                with self._cond:
-                    self._release(jobs)
-            self._emit(records)
+        """Run a batch `_take_batch` built (one model and version) and emit its records."""
+        model, version = batch[0].request.decision.model, batch[0].version
+        try:
+            records = self._batches.run(model, version, batch, self._claim)
+        except Exception as exc:  # a bug of ours must not kill the worker or leak slots
+            _log.exception("shadow_run_failed", model=model, shadow=version)
+            claimed = self._claim(batch)
+            records = [
+                *self._records.internal_errors(
+                    (job for job, keep in zip(batch, claimed, strict=True) if keep), exc
+                )
+            ]
+        finally:
+            with self._cond:
+                self._release(batch)
+        self._emit(records)
 
     def _claim(self, jobs: Sequence[ShadowJob]) -> list[bool]:
         """Settle the runs of a returned batch that have not timed out meanwhile; say which."""
