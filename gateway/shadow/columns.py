@@ -26,6 +26,7 @@ from gateway.runtimes.base import ModelRuntime, Tensor
 from gateway.shadow import gil
 from gateway.shadow.compare import run_max_abs_diffs, top_classes
 from gateway.shadow.jobs import ShadowJob
+from gateway.shadow.predict import has_batch_dimension
 from gateway.shadow.records import Answer, PrimarySide, RecordMaker
 from gateway.state import AgreementBatch, ComparisonRecord
 
@@ -62,8 +63,7 @@ class OneRowBatch:
         qualify (the general path then takes it)."""
         if len(jobs) < 2 or maker.keeps_agreeing_outputs:
             return None
-        specs = (*manifest.inputs, *manifest.outputs)
-        if not all(spec.shape and spec.shape[0] == -1 for spec in specs):
+        if not has_batch_dimension(manifest):
             return None
         primaries = _answered_primaries(jobs)
         if primaries is None:

@@ -61,11 +61,17 @@ def _checked(
     return Answer(outputs, "", latency_s, top_classes(outputs, manifest.outputs, manifest.labels))
 
 
-def _batchable(manifest: Manifest, inputs: Sequence[Mapping[str, Tensor]]) -> bool:
-    """Every input and output has a leading batch dimension, and the requests agree on the
-    dtype and the other dimensions of each input."""
+def has_batch_dimension(manifest: Manifest) -> bool:
+    """Every input and output of the version has a leading dimension of any size: requests
+    can be stacked along it and its answer split back."""
     specs = (*manifest.inputs, *manifest.outputs)
-    if not all(spec.shape and spec.shape[0] == -1 for spec in specs):
+    return all(spec.shape and spec.shape[0] == -1 for spec in specs)
+
+
+def _batchable(manifest: Manifest, inputs: Sequence[Mapping[str, Tensor]]) -> bool:
+    """The version has a batch dimension (`has_batch_dimension`), and the requests agree on
+    the dtype and the other dimensions of each input."""
+    if not has_batch_dimension(manifest):
         return False
     for spec in manifest.inputs:
         first = inputs[0][spec.name]
