@@ -5,8 +5,9 @@ shadows version 2 behind version 1 on 100 % of requests, one without the shadow.
 the same paced stream of V2 infer requests through `answer_infer` (the request path without
 the network), then waits for the shadow work to settle and its records to reach the store.
 The process's CPU time over the requests served, with shadow minus without, is the CPU one
-shadow run costs: request-path hand-off, batched prediction, comparison, record, store write,
-and the threads' hand-offs. Rounds alternate the two apps; the result is the median.
+shadow run costs: the hand-off to the shadow's executor, its share of a call, comparison,
+record, store write, and the threads' hand-offs. Rounds alternate the two apps; the result
+is the median.
 
     .venv/bin/python -m bench.shadow_cpu --rounds 5 --requests 4000
 """
@@ -75,7 +76,7 @@ async def _serve(serving: Serving, bodies: Sequence[bytes], rate: float) -> None
     """Answer every body at about `rate` requests per second, as the event loop would."""
     started = time.perf_counter()
     for index, body in enumerate(bodies):
-        answer_infer(serving, MODEL, None, body, HEADERS)
+        await answer_infer(serving, MODEL, None, body, HEADERS)
         due = started + (index + 1) / rate
         delay = due - time.perf_counter()
         if delay > 0 or index % 16 == 15:
@@ -117,10 +118,9 @@ async def _one_run(
 
 
 async def _settle(serving: Serving) -> None:
-    shadows = serving.shadows
-    while shadows.runner.in_flight:
+    while any(executor.shadows_pending for executor in serving.dataplane.executors):
         await asyncio.sleep(0.005)
-    await shadows.flush()
+    await serving.shadows.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from gateway.control import ReleaseControl
 from gateway.control.guarding import GuardService
 from gateway.dataplane import DataPlane
+from gateway.execution.pool import Executors
 from gateway.flags.diff import json_diff
 from gateway.flags.router import RouteError, Router
 from gateway.flags.versions import registry_versions
@@ -71,7 +72,9 @@ def create_app(
     metrics = metrics or GatewayMetrics()
     if registry is None:
         registry = ModelRegistry.load(
-            settings.models_dir, RuntimeOptions(intra_op_threads=settings.intra_op_threads)
+            settings.models_dir,
+            RuntimeOptions(intra_op_threads=settings.intra_op_threads),
+            settings.execution,
         )
     for entry in registry:
         for loaded in entry.versions.values():
@@ -105,11 +108,11 @@ def create_app(
         flags_dir=settings.flags_dir,
         poll_interval_s=settings.flag_poll_interval_s,
     )
-    dataplane = DataPlane(registry, settings.limits, metrics)
+    executors = Executors(registry, metrics.execution)
+    dataplane = DataPlane(registry, executors, settings.limits, metrics)
     access_log = AccessLog(
         settings.access_log_sample, sink=_stdout_bytes if _json_logs(settings) else None
     )
-    shadow = ShadowService(registry, metrics, store, settings.shadow)
     guard = GuardService(
         control,
         registry,
@@ -120,12 +123,21 @@ def create_app(
         feedback_ttl_s=settings.feedback_ttl_s,
         feedback_max_entries=settings.feedback_max_entries,
     )
+    shadow = ShadowService(
+        registry,
+        executors,
+        metrics,
+        store,
+        settings.shadow,
+        on_outcomes=guard.on_shadow_outcomes,
+    )
     serving = Serving(dataplane, router, shadow, guard, access_log, metrics)
     background: list[asyncio.Task[None]] = []
     thresholds: list[int] = []  # the collector's thresholds before start-up, restored after
 
     async def on_startup() -> None:
         await control.start()
+        await executors.start()
         await shadow.start()
         await guard.start()
         background.append(asyncio.create_task(access_log.flush_every(1.0), name="access-log"))
@@ -151,6 +163,7 @@ def create_app(
             task.cancel()
         access_log.flush()
         await guard.stop()
+        await executors.stop()  # no more answers; a thread in a hung call is left behind
         await shadow.stop()  # its last records go to the store before the store closes
         await control.stop()
         if settings.gc_freeze:

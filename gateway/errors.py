@@ -46,13 +46,48 @@ class UnsupportedMediaType(InvalidRequest):
 class InferenceFailed(GatewayError):
     """A loaded version raised, or answered with output that breaks its signature."""
 
-    def __init__(self, model: str, version: str, detail: str, kind: str = "exception") -> None:
-        super().__init__(f"model {model!r} version {version!r} failed at inference: {detail}")
+    def __init__(
+        self, model: str, version: str, detail: str, kind: str = "exception", *, verb: str = ""
+    ) -> None:
+        super().__init__(
+            f"model {model!r} version {version!r} {verb or 'failed at inference'}: {detail}"
+        )
         self.model = model
         self.version = version
         self.detail = detail
-        # "exception" (it raised) or "invalid_output" (its answer broke its own signature)
+        # "exception" (it raised), "invalid_output" (its answer broke its own signature),
+        # "timeout" (no answer within its deadline) or "overloaded" (its queue was full)
         self.kind = kind
+
+
+class InferenceTimeout(InferenceFailed):
+    """A version that did not answer within its deadline (the request was abandoned)."""
+
+    def __init__(self, model: str, version: str, timeout_ms: float) -> None:
+        super().__init__(
+            model,
+            version,
+            f"no answer within its {timeout_ms:g} ms deadline",
+            "timeout",
+            verb="timed out",
+        )
+        self.timeout_ms = timeout_ms
+
+
+class Overloaded(InferenceFailed):
+    """A version whose queue was full: the request was refused at once, never queued."""
+
+    RETRY_AFTER_S = 1
+
+    def __init__(self, model: str, version: str, max_queue: int) -> None:
+        super().__init__(
+            model,
+            version,
+            f"its queue is full ({max_queue} requests waiting); retry later",
+            "overloaded",
+            verb="is overloaded",
+        )
+        self.max_queue = max_queue
 
 
 class FlagNotFound(GatewayError):

@@ -1,7 +1,8 @@
-"""The inference path in plain Python: route, predict (falling back to the baseline when the
-candidate fails), feed the guard and the prediction log, and hand the request to shadow mode.
+"""The inference path in plain Python: route, predict on the version's executor (falling back
+to the baseline when the candidate fails, times out or is overloaded), feed the guard and the
+prediction log, and hand the request to shadow mode.
 
-The HTTP layer only translates: it decodes the request and its evaluation context, calls
+The HTTP layer only translates: it decodes the request and its evaluation context, awaits
 `Serving.serve`, and encodes what comes back.
 """
 
@@ -10,19 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 
 from gateway.control.guarding import GuardService
 from gateway.dataplane import DataPlane, InferenceRequest, Prediction
+from gateway.dataplane.dataplane import Decoded
 from gateway.errors import InferenceFailed
 from gateway.flags.router import Attribute, RouteDecision, Router
 from gateway.guard import ErrorKind
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import GatewayMetrics
-from gateway.shadow.runner import ShadowRequest
-from gateway.shadow.service import ShadowService
+from gateway.shadow.service import ShadowRequest, ShadowService
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +73,7 @@ class Serving:
         decision = self.router.route(model, key, attributes, cacheable=targeting_key is not None)
         return _Routed(decision, key, attributes)
 
-    def serve(
+    async def serve(
         self,
         model: str,
         version: str | None,
@@ -88,12 +86,12 @@ class Serving:
     ) -> Served:
         """Answer `request`: from `version` when pinned, else from the route the flag picks."""
         if version is not None:
-            prediction = self.dataplane.infer(model, version, request, binary_inputs)
+            prediction = await self.dataplane.infer(model, version, request, binary_inputs)
             self._observe(prediction, None, request_id)
             served = Served(prediction)
         else:
             routed = self.route(model, targeting_key, attributes or {}, request_id)
-            served = self._serve_routed(routed, request, binary_inputs, request_id)
+            served = await self._serve_routed(routed, request, binary_inputs, request_id)
         self.access_log.served(
             request_id=request_id,
             model=model,
@@ -104,7 +102,7 @@ class Serving:
         )
         return served
 
-    def _serve_routed(
+    async def _serve_routed(
         self,
         routed: _Routed,
         request: InferenceRequest,
@@ -113,23 +111,21 @@ class Serving:
     ) -> Served:
         decision = routed.decision
         variant = decision.variant or ""
-        started = time.perf_counter()
+        decoded = self.dataplane.decode(
+            decision.model, decision.serve, request, binary_inputs, variant=variant
+        )
         try:
-            prediction = self.dataplane.infer(
-                decision.model, decision.serve, request, binary_inputs, variant=variant
-            )
+            prediction = await self.dataplane.run(decoded, variant=variant)
         except InferenceFailed as failure:
             if decision.shadows:
-                self._shadow(
-                    routed, request_id, None, failure.detail, started, request, binary_inputs
-                )
-            return self._fall_back(routed, failure, request, binary_inputs, request_id)
+                self._shadow(routed, request_id, decoded, None, failure.detail)
+            return await self._fall_back(routed, failure, request, binary_inputs, request_id)
         self._observe(prediction, decision.variant, request_id)
         if decision.shadows:
-            self._shadow(routed, request_id, prediction)
+            self._shadow(routed, request_id, decoded, prediction)
         return Served(prediction, variant, decision.reason)
 
-    def _fall_back(
+    async def _fall_back(
         self,
         routed: _Routed,
         failure: InferenceFailed,
@@ -157,7 +153,7 @@ class Serving:
         if release is None or not can_fall_back:
             raise failure
         baseline = release.baseline_route.serve
-        prediction = self.dataplane.infer(decision.model, baseline, request, binary_inputs)
+        prediction = await self.dataplane.infer(decision.model, baseline, request, binary_inputs)
         self._metrics.count_fallback(decision.model, decision.serve)
         # Outside the window (no variant): the baseline arm keeps its own traffic's figures.
         self._observe(prediction, None, request_id)
@@ -165,26 +161,15 @@ class Serving:
 
     def _observe(self, prediction: Prediction, variant: str | None, request_id: str) -> None:
         self.guard.live.observe(prediction.model, prediction.version, variant, prediction.latency_s)
-        labels = predicted_labels(prediction.raw_outputs)
-        if labels is not None:
-            self.guard.predictions.record(
-                prediction.model,
-                request_id,
-                prediction.version,
-                labels,
-                now=time.time(),
-                variant=variant,
-            )
+        self.guard.record_prediction(prediction, request_id, variant)
 
     def _shadow(
         self,
         routed: _Routed,
         request_id: str,
+        decoded: Decoded,
         prediction: Prediction | None,
         error: str = "",
-        started: float | None = None,
-        request: InferenceRequest | None = None,
-        binary_inputs: dict[str, bytes] | None = None,
     ) -> None:
         """Hand the request to shadow mode: it returns at once, whatever happens. The sample
         is drawn first, so a request no shadow runs for builds nothing more."""
@@ -198,24 +183,12 @@ class Serving:
                 targeting_key=routed.targeting_key,
                 context=routed.context,
                 at=time.time(),
+                inputs=decoded.inputs,
                 primary=prediction,
                 primary_error=error,
-                primary_latency_s=None if started is None else time.perf_counter() - started,
-                max_batch_rows=self.dataplane.limits.max_batch_rows,
-                request=request,
-                binary_inputs=binary_inputs,
+                primary_latency_s=None
+                if prediction is not None
+                else time.perf_counter() - decoded.started,
             ),
             targets,
         )
-
-
-def predicted_labels(outputs: Mapping[str, Any]) -> list[int] | None:
-    """The predicted class per row: the `label` output, else the argmax of the first output."""
-    label = outputs.get("label")
-    if label is not None:
-        return np.asarray(label).reshape(-1).tolist()
-    for array in outputs.values():
-        values = np.asarray(array)
-        if values.ndim == 2 and values.dtype.kind == "f":
-            return values.argmax(axis=1).tolist()  # type: ignore[no-any-return]
-    return None

@@ -9,10 +9,20 @@ from typing import Any
 import msgspec
 
 from gateway.dataplane.dataplane import Limits
+from gateway.execution.config import ExecutionConfig, execution_problem
 from gateway.observability.logging import LogFormat
 from gateway.shadow.policy import MAX_INPUT_BYTES, ShadowConfig, ShadowPolicy
 
 PREFIX = "GATEWAY_"
+# Each execution key's gateway-wide default, by the setting that holds it.
+_EXECUTION_SETTINGS = {
+    "instances": "execution_instances",
+    "max_batch_size": "execution_max_batch_size",
+    "max_queue_delay_ms": "execution_max_queue_delay_ms",
+    "timeout_ms": "inference_timeout_ms",
+    "max_queue": "execution_max_queue",
+    "max_shadow_queue": "execution_max_shadow_queue",
+}
 
 
 def _decode_extra(kind: type, value: Any) -> Any:
@@ -43,6 +53,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 4 * 1024 * 1024
     max_batch_rows: int = 1024
     intra_op_threads: int = 1
+    # How every version executes unless its manifest's `execution` object says otherwise
+    # (gateway/execution/config.py): its deadline, instance threads, dynamic batching, queues.
+    inference_timeout_ms: float = 1000.0
+    execution_instances: int = 1
+    execution_max_batch_size: int = 32
+    execution_max_queue_delay_ms: float = 0.0
+    execution_max_queue: int = 256
+    execution_max_shadow_queue: int = 512
     # The guard: how often it judges each release, where it posts rollbacks and ramp steps,
     # and how long served predictions wait for their ground truth (feedback).
     guard_interval_s: float = 1.0
@@ -60,16 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # times a second and its full collections stalled the event loop for tens of ms; 0 keeps
     # Python's default.
     gc_gen0_threshold: int = 20_000
-    # Shadow mode. Worker threads run shadows in batches of at most `batch_max` runs gathered
-    # over `batch_window_ms`; threads * batch_max runs are in flight at most. A batch has a
-    # fixed cost (waking a thread, GIL hand-offs, the model's cold caches) that a bigger one
-    # shares among more runs: 100 ms and 256 runs take a shadow stream of 2,500 runs a second
-    # per thread in batches of a few hundred. The next four are each release's defaults, which
-    # its flag's `shadow.*` metadata overrides.
-    shadow_threads: int = 2
-    shadow_batch_max: int = 256
-    shadow_batch_window_ms: float = 100.0
-    shadow_concurrency: int = 512
+    # Shadow mode: each release's defaults, which its flag's `shadow.*` metadata overrides.
+    # Shadows run on their version's executor (execution_max_shadow_queue bounds its queue).
     shadow_timeout_ms: float = 500.0
     shadow_keep_inputs: bool = False
     shadow_max_input_bytes: int = 16 * 1024
@@ -85,11 +95,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shadow_retention_s: float = 7 * 86400.0
     shadow_max_records: int = 100_000
     shadow_drop_log_interval_s: float = 10.0
-    # Shadow runs yield to the primary: shed from this event-loop load (0..1: the loop
-    # thread's demand for a CPU plus the shadows' CPU) up, all of them from the second up.
-    # 1 and 1 switch shedding off.
-    shadow_shed_start: float = 0.8
-    shadow_shed_full: float = 0.95
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str], **overrides: Any) -> Settings:
@@ -113,19 +118,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.gc_gen0_threshold < 0:
             raise msgspec.ValidationError("gc_gen0_threshold must not be negative")
         if (
-            self.shadow_threads < 1
-            or self.shadow_batch_max < 1
-            or self.shadow_batch_window_ms < 0
-            or self.shadow_concurrency < 1
-            or self.shadow_buffer_records < 1
+            self.shadow_buffer_records < 1
             or self.shadow_max_records < 1
             or self.shadow_max_output_values < 0
         ):
-            raise msgspec.ValidationError(
-                "shadow threads, concurrency and record counts must be positive"
-            )
-        if not 0 < self.shadow_shed_start <= self.shadow_shed_full <= 1.0:
-            raise msgspec.ValidationError("need 0 < shadow_shed_start <= shadow_shed_full <= 1")
+            raise msgspec.ValidationError("shadow record counts must be positive")
+        for key, name in _EXECUTION_SETTINGS.items():
+            problem = execution_problem(key, getattr(self, name))
+            if problem is not None:
+                raise msgspec.ValidationError(f"{PREFIX}{name.upper()}: {problem}")
         if not 0 <= self.shadow_max_input_bytes <= MAX_INPUT_BYTES:
             raise msgspec.ValidationError(
                 f"shadow_max_input_bytes must be between 0 and {MAX_INPUT_BYTES}"
@@ -145,14 +146,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return Limits(max_body_bytes=self.max_body_bytes, max_batch_rows=self.max_batch_rows)
 
     @property
+    def execution(self) -> ExecutionConfig:
+        """The execution defaults every version's manifest may override."""
+        return ExecutionConfig(
+            **{key: getattr(self, name) for key, name in _EXECUTION_SETTINGS.items()}
+        )
+
+    @property
     def shadow(self) -> ShadowConfig:
         return ShadowConfig(
-            threads=self.shadow_threads,
-            batch_max=self.shadow_batch_max,
-            batch_window_s=self.shadow_batch_window_ms / 1000.0,
             defaults=ShadowPolicy(
                 timeout_s=self.shadow_timeout_ms / 1000.0,
-                concurrency=self.shadow_concurrency,
                 keep_inputs=self.shadow_keep_inputs,
                 max_input_bytes=self.shadow_max_input_bytes,
             ),
@@ -163,6 +167,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             retention_s=self.shadow_retention_s,
             max_records=self.shadow_max_records,
             drop_log_interval_s=self.shadow_drop_log_interval_s,
-            shed_start=self.shadow_shed_start,
-            shed_full=self.shadow_shed_full,
         )

@@ -16,7 +16,6 @@ from litestar.testing import TestClient
 
 from gateway import Settings, create_app
 from gateway.demo.digits import build_demo
-from gateway.state import AgreementBatch, TensorData
 
 Client: TypeAlias = TestClient[Litestar]
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -108,26 +107,3 @@ def infer_client(request: pytest.FixtureRequest, settings: Settings) -> Iterator
 def client(settings: Settings) -> Iterator[Client]:
     with TestClient(app=create_app(settings)) as test_client:
         yield test_client
-
-
-def agreements(*request_ids: str, first_at: float) -> AgreementBatch:
-    """An agreement batch: agreeing one-row runs of the pair 1 -> 3 of `digits`, at `first_at`,
-    `first_at` + 1, ..."""
-    count = len(request_ids)
-    tensors = {"probabilities": TensorData(shape=[1, 2], datatype="FP32")}
-    return AgreementBatch(
-        model="digits",
-        primary_version="1",
-        shadow_version="3",
-        shadow_latency_ms=0.5,
-        primary_tensors=tensors,
-        shadow_tensors=tensors,
-        request_ids=list(request_ids),
-        ats=[first_at + i for i in range(count)],
-        variants=["baseline"] * count,
-        cohorts=["beta"] * count,
-        contexts=[{"tier": "beta"}] * count,
-        classes=["7"] * count,
-        max_abs_diffs=[0.125] * count,
-        primary_latencies_ms=[0.25] * count,
-    )

@@ -1,13 +1,16 @@
-"""Real model versions that fail in the ways shadow mode must survive, and flag helpers.
+"""Real model versions that fail in the ways serving and shadow mode must survive, and flag
+helpers.
 
 `build_fault_repository` copies the demo `digits` versions (1 logistic, 2 MLP, 3 corrupted
-labels, 4 raising at inference) and adds ONNX versions built here with onnx.helper, each with
-the demo's signature and a true manifest:
+labels, 4 raising at inference, and any others the recipe builds) and adds versions built
+here, each with the demo's signature and a true manifest:
 
-- 5 answers NaN probabilities (non-finite output),
-- 6 answers probabilities of shape [rows, 9] (breaks the declared [-1, 10]),
-- 7 runs an ONNX Loop of a calibrated trip count before answering: about SLOW_S seconds of
-  real work per request, whatever the machine.
+- `nan` answers NaN probabilities (non-finite output),
+- `wide` answers probabilities of shape [rows, 9] (breaks the declared [-1, 10]),
+- `slow` runs an ONNX Loop of a calibrated trip count before answering: about SLOW_S seconds
+  of real work per call, whatever the machine (one request a call, two shadow runs queued),
+- `picky` answers like a linear model but raises when a row's first pixel is above 16 (a
+  Gather indexed by it), so one bad request can sit in a batch of good ones.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from gateway.demo.digits import INPUTS, LABELS, OUTPUTS
 from gateway.repository.manifest import Manifest, encode_manifest, sha256_of
 from tests.conftest import REPO_ROOT
 
-RAISES, NAN, WRONG_SHAPE, SLOW = "4", "5", "6", "7"
+RAISES, NAN, WRONG_SHAPE, SLOW, PICKY = "4", "nan", "wide", "slow", "picky"
 SLOW_S = 1.0
 OPSET = 17
 
@@ -141,6 +144,27 @@ def slow_model(trips: int) -> bytes:
     )
 
 
+def picky_model() -> bytes:
+    """Gathers a row of a 17-entry table by each row's first pixel (0..16 are in bounds),
+    times 0, into the logits: a first pixel above 16 makes the whole call raise."""
+    table = numpy_helper.from_array(np.zeros((17, 10), dtype=np.float32), "TABLE")
+    starts = numpy_helper.from_array(np.array([0], dtype=np.int64), "STARTS")
+    ends = numpy_helper.from_array(np.array([1], dtype=np.int64), "ENDS")
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "AXES")
+    return _linear(
+        [
+            helper.make_node("Slice", ["pixels", "STARTS", "ENDS", "AXES"], ["first"]),
+            helper.make_node("Cast", ["first"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Squeeze", ["index", "AXES"], ["indices"]),
+            helper.make_node("Gather", ["TABLE", "indices"], ["picked"], axis=0),
+            helper.make_node("Add", ["logits", "picked"], ["final"]),
+        ],
+        [helper.make_node("Identity", ["softmax"], ["probabilities"])],
+        [table, starts, ends, axes],
+        "picky",
+    )
+
+
 def _seconds(model: bytes) -> float:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -164,8 +188,15 @@ def slow_trips(target_s: float = SLOW_S) -> int:
     return max(1, int(trips * target_s / elapsed))
 
 
-def write_version(model_dir: Path, version: str, artifact: bytes, description: str) -> None:
-    """An ONNX version with the demo's signature and a manifest that tells the truth."""
+def write_version(
+    model_dir: Path,
+    version: str,
+    artifact: bytes,
+    description: str,
+    execution: dict[str, Any] | None = None,
+) -> None:
+    """An ONNX version with the demo's signature and a manifest that tells the truth (and
+    declares `execution`, when given)."""
     version_dir = model_dir / version
     version_dir.mkdir(parents=True)
     path = version_dir / "model.onnx"
@@ -180,17 +211,25 @@ def write_version(model_dir: Path, version: str, artifact: bytes, description: s
         description=description,
         labels=LABELS,
         platform="onnxruntime_onnx",
+        execution=execution,
     )
     (version_dir / "manifest.json").write_bytes(encode_manifest(manifest))
 
 
 def build_fault_repository(demo_models: Path, root: Path) -> Path:
-    """The demo versions 1-4 plus versions 5 (NaN), 6 (wrong shape) and 7 (slow)."""
+    """The demo versions plus `nan`, `wide`, `slow` and `picky` (see the module docstring)."""
     shutil.copytree(demo_models, root)
     model_dir = root / "digits"
     write_version(model_dir, NAN, nan_model(), "Answers NaN probabilities.")
     write_version(model_dir, WRONG_SHAPE, wrong_shape_model(), "Answers 9 probabilities.")
-    write_version(model_dir, SLOW, slow_model(slow_trips()), f"Spins about {SLOW_S} s.")
+    write_version(
+        model_dir,
+        SLOW,
+        slow_model(slow_trips()),
+        f"Spins about {SLOW_S} s.",
+        {"max_batch_size": 1, "max_shadow_queue": 2},
+    )
+    write_version(model_dir, PICKY, picky_model(), "Raises on a first pixel above 16.")
     return root
 
 

@@ -22,9 +22,7 @@ from gateway.shadow.compare import (
     input_record,
     max_abs_diff,
     output_record,
-    run_max_abs_diffs,
     tensor_bytes,
-    top_classes,
 )
 from gateway.shadow.policy import ShadowPolicy, policy_problems, release_policy
 from gateway.shadow.summary import quantile, summarise, wilson_interval
@@ -38,27 +36,6 @@ PIXELS = TensorSpec(name="pixels", datatype="FP32", shape=[-1, 4])
 
 def probabilities(*rows: list[float]) -> np.ndarray[Any, Any]:
     return np.array(rows, dtype=np.float32)
-
-
-def test_top_class_is_the_argmax_of_the_scores_named_by_labels() -> None:
-    """The top class comes from the first [rows, classes] float output, named by the labels
-    when their count fits, else by index."""
-    outputs = {
-        "label": np.array([9, 9], dtype=np.int64),
-        "probabilities": probabilities([0.1, 0.7, 0.2], [0.5, 0.2, 0.3]),
-    }
-
-    assert top_classes(outputs, [LABEL, PROBS], ["cat", "dog", "eel"]) == ["dog", "cat"]
-    assert top_classes(outputs, [LABEL, PROBS], None) == ["1", "0"]
-    assert top_classes(outputs, [LABEL, PROBS], ["only", "two"]) == ["1", "0"]
-
-
-def test_top_class_falls_back_to_an_integer_label_output() -> None:
-    """Without a score output the first [rows] integer output is the class; none: None."""
-    outputs = {"label": np.array([2, 0, 7], dtype=np.int64)}
-
-    assert top_classes(outputs, [LABEL], ["a", "b", "c"]) == ["c", "a", "7"]
-    assert top_classes({"value": np.array([0.5], dtype=np.float32)}, [LABEL], None) is None
 
 
 def test_compare_counts_agreeing_rows_and_the_largest_difference() -> None:
@@ -80,48 +57,6 @@ def test_compare_counts_agreeing_rows_and_the_largest_difference() -> None:
     assert result.max_abs_diff == pytest.approx(0.6, abs=1e-6)
     assert compare(["1"], ["1"], {}, {}).agree is True
     assert max_abs_diff({"p": probabilities([1.0, 2.0])}, {"p": probabilities([1.0])}) is None
-
-
-@given(
-    rows=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=8),
-    seed=st.integers(min_value=0, max_value=2**16),
-)
-def test_batch_differences_equal_each_runs_own(rows: list[int], seed: int) -> None:
-    """The differences worked out once for a batch of stacked runs are each run's own
-    `max_abs_diff`: None for a run without rows, and only over same-named float outputs."""
-    generator = np.random.default_rng(seed)
-    total = sum(rows)
-    primary: dict[str, np.ndarray[Any, Any]] = {
-        "probabilities": generator.random((total, 3), dtype=np.float32),
-        "logits": generator.random((total, 2, 2)).astype(np.float64),
-        "label": generator.integers(0, 3, total),
-    }
-    shadow: dict[str, np.ndarray[Any, Any]] = {
-        "probabilities": generator.random((total, 3), dtype=np.float32),
-        "logits": generator.random((total, 2, 2)),
-        "label": generator.integers(0, 3, total),
-    }
-    starts = np.cumsum([0, *rows[:-1]])
-    expected = [
-        max_abs_diff(
-            {name: array[start : start + count] for name, array in primary.items()},
-            {name: array[start : start + count] for name, array in shadow.items()},
-        )
-        for start, count in zip(starts.tolist(), rows, strict=True)
-    ]
-
-    assert run_max_abs_diffs(primary, shadow, rows) == expected
-
-
-def test_batch_differences_need_outputs_with_rows() -> None:
-    """A float output without a row dimension, or not the batch's rows, leaves each run to be
-    compared alone (None); outputs with nothing to compare give no difference."""
-    scalar = {"score": np.float32(0.5) * np.ones((), dtype=np.float32)}
-    assert run_max_abs_diffs(scalar, scalar, [1]) is None
-    short = {"p": np.zeros((2, 3), dtype=np.float32)}
-    assert run_max_abs_diffs(short, short, [1, 2]) is None
-    labels = {"label": np.array([1, 2])}
-    assert run_max_abs_diffs(labels, labels, [1, 1]) == [None, None]
 
 
 def test_outputs_without_classes_are_compared_by_difference_only() -> None:
@@ -288,7 +223,7 @@ def test_summary_of_errors_only_has_no_agreement() -> None:
     assert stats.errors.shadow == 1
 
 
-DEFAULTS = ShadowPolicy(timeout_s=0.5, concurrency=2, keep_inputs=False, max_input_bytes=100)
+DEFAULTS = ShadowPolicy(timeout_s=0.5, keep_inputs=False, max_input_bytes=100)
 
 
 def test_release_policy_reads_shadow_metadata() -> None:
@@ -296,7 +231,6 @@ def test_release_policy_reads_shadow_metadata() -> None:
     policy = release_policy(
         {
             "shadow.timeoutMs": 250,
-            "shadow.concurrency": 4,
             "shadow.keepInputs": True,
             "shadow.maxInputBytes": 2048,
             "fallback": True,
@@ -304,11 +238,9 @@ def test_release_policy_reads_shadow_metadata() -> None:
         DEFAULTS,
     )
 
-    assert policy == ShadowPolicy(
-        timeout_s=0.25, concurrency=4, keep_inputs=True, max_input_bytes=2048
-    )
+    assert policy == ShadowPolicy(timeout_s=0.25, keep_inputs=True, max_input_bytes=2048)
     assert release_policy({}, DEFAULTS) == DEFAULTS
-    assert policy_problems({"shadow.timeoutMs": 250.5, "shadow.concurrency": 4.0}) == []
+    assert policy_problems({"shadow.timeoutMs": 250.5, "shadow.maxInputBytes": 4.0}) == []
 
 
 @pytest.mark.parametrize(
@@ -318,8 +250,7 @@ def test_release_policy_reads_shadow_metadata() -> None:
         ("shadow.timeoutMs", "250"),
         ("shadow.timeoutMs", True),
         ("shadow.timeoutMs", math.inf),
-        ("shadow.concurrency", 0),
-        ("shadow.concurrency", 1.5),
+        ("shadow.maxInputBytes", 1.5),
         ("shadow.keepInputs", "yes"),
         ("shadow.maxInputBytes", -1),
         ("shadow.maxInputBytes", 10**9),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.state import (
     ComparisonRecord,
@@ -32,7 +33,6 @@ from gateway.state import (
     TensorData,
     VersionConflict,
 )
-from tests.conftest import agreements
 
 
 def before_after_diff(before: Any, after: Any) -> list[dict[str, Any]]:
@@ -559,51 +559,6 @@ async def test_prune_cuts_across_written_batches(store: Store) -> None:
 
 
 @pytest.mark.anyio
-async def test_agreement_batches_read_back_as_their_records(store: Store) -> None:
-    """An agreement batch written among single records reads back as the records it stands
-    for, with or without payload, through every filter, in write order among equal times."""
-    batch = agreements("g", "h", "i", first_at=10.0)
-    await store.add_comparisons(
-        [comparison("a", 11.0, agree=False), batch, comparison("z", 30.0, shadow="2")]
-    )
-
-    found = await store.comparisons("digits")
-    assert [r.request_id for r in found] == ["z", "i", "h", "a", "g"]
-    (h,) = [r for r in found if r.request_id == "h"]
-    assert h == batch.records()[1]
-    assert (h.outcome, h.rows, h.agreed_rows, h.agree, h.at) == ("compared", 1, 1, True, 11.0)
-    assert h.primary_output == OutputRecord(classes=["7"], tensors=batch.primary_tensors)
-    light = await store.comparisons("digits", payload=False)
-    assert [r.request_id for r in light] == ["z", "i", "h", "a", "g"]
-    assert light[1] == batch.records(payload=False)[2]
-    assert light[1].primary_output is None
-    assert [r.request_id for r in await store.comparisons("digits", shadow="3")] == [
-        "i",
-        "h",
-        "a",
-        "g",
-    ]
-    assert [r.request_id for r in await store.comparisons("digits", since=11.0, until=12.0)] == [
-        "h",
-        "a",
-    ]
-    assert [r.request_id for r in await store.comparisons("digits", disagreements_only=True)] == [
-        "a"
-    ]
-
-
-@pytest.mark.anyio
-async def test_agreement_batches_prune_record_by_record(store: Store) -> None:
-    """Retention counts an agreement batch's records one by one, by age and by count."""
-    await store.add_comparisons([agreements("a", "b", "c", "d", first_at=0.0)])
-    await store.add_comparisons([comparison("e", 10.0), agreements("f", "g", first_at=11.0)])
-
-    assert await store.prune_comparisons(older_than=2.0) == 2  # "a", "b"
-    assert await store.prune_comparisons(keep_newest=4) == 1  # "c"
-    assert [r.request_id for r in await store.comparisons("digits")] == ["g", "f", "e", "d"]
-
-
-@pytest.mark.anyio
 async def test_comparisons_of_equal_times_read_the_later_written_first(store: Store) -> None:
     """Records with one time, in one batch or across batches, read back latest written first."""
     await store.add_comparisons([comparison("a", 5.0), comparison("b", 5.0)])
@@ -767,42 +722,46 @@ CREATE TABLE shadow_comparisons (
 
 
 @pytest.mark.anyio
-async def test_sqlite_file_of_schema_2_moves_its_records_into_batches(tmp_path: Path) -> None:
-    """A state file of schema 2 (a row per comparison record) opens with every record, payload
-    included, readable as before, and its old table gone."""
+@pytest.mark.parametrize("schema", [2, 3])
+async def test_sqlite_file_of_an_older_shadow_schema_keeps_its_flags_and_drops_its_records(
+    tmp_path: Path, schema: int
+) -> None:
+    """A state file of schema 2 (a row per comparison record) or 3 (records mixed with
+    agreement batches) opens with its flags and audit log as they were; its old comparison
+    records (review data kept for days) are discarded, and it takes new ones."""
     path = tmp_path / "state.sqlite"
     await (await _sqlite_with_history(path)).close()
-    payload = (
-        '{"primary_output":{"classes":["7"],"tensors":{"probabilities":{"shape":[1,2],'
-        '"datatype":"FP32","data":[0.25,0.75]}}},"inputs":{"pixels":{"shape":[1,2],'
-        '"datatype":"FP32","data":[1.0,2.0]}}}'
-    )
     raw = sqlite3.connect(path)
-    raw.execute("DROP TABLE shadow_batches")
-    raw.execute(_SCHEMA_2_COMPARISONS)
-    raw.executemany(
-        "INSERT INTO shadow_comparisons (at, model, request_id, primary_version, shadow_version, "
-        "outcome, variant, cohort, context, rows, agreed_rows, agree, max_abs_diff, "
-        "primary_latency_ms, shadow_latency_ms, primary_error, shadow_error, inputs_dropped, "
-        "payload) VALUES (?, 'digits', ?, '1', '3', 'compared', 'baseline', 'beta', "
-        "'{\"tier\":\"beta\"}', 1, ?, ?, 0.125, 0.25, 0.5, '', '', 0, ?)",
-        [(10.0, "a", 1, 1, payload), (20.0, "b", 0, 0, None)],
-    )
-    raw.execute("PRAGMA user_version = 2")
+    if schema == 2:
+        raw.execute("DROP TABLE shadow_batches")
+        raw.execute(_SCHEMA_2_COMPARISONS)
+        raw.execute(
+            "INSERT INTO shadow_comparisons (at, model, request_id, primary_version, "
+            "shadow_version, outcome, variant, cohort, context, rows, primary_error, "
+            "shadow_error, inputs_dropped) VALUES (1.0, 'digits', 'a', '1', '3', 'compared', "
+            "'', '', '{}', 1, '', '', 0)"
+        )
+    else:
+        raw.execute(
+            "INSERT INTO shadow_batches (model, first_at, last_at, records, data) "
+            "VALUES ('digits', 1.0, 1.0, 1, x'93909090')"
+        )
+    raw.execute(f"PRAGMA user_version = {schema}")
     raw.commit()
     raw.close()
 
-    store = SQLiteStore(path)
+    with capture_logs() as logs:
+        store = SQLiteStore(path)
     try:
-        newest, oldest = await store.comparisons("digits")
-        assert (newest.request_id, newest.agree, newest.primary_output) == ("b", False, None)
-        assert (oldest.request_id, oldest.agree, oldest.context) == ("a", True, {"tier": "beta"})
-        assert oldest.primary_output is not None
-        assert oldest.primary_output.tensors["probabilities"].data == [0.25, 0.75]
-        assert oldest.inputs is not None
-        assert oldest.inputs["pixels"].data == [1.0, 2.0]
+        assert [r.key for r in await store.list_flags()] == ["digits-release"]
+        assert len(await store.audit()) == 2
+        assert await store.comparisons("digits") == []
+        await store.add_comparisons([comparison("new", 2.0)])
+        assert [r.request_id for r in await store.comparisons("digits")] == ["new"]
     finally:
         await store.close()
+    (event,) = [log for log in logs if log["event"] == "shadow_records_discarded"]
+    assert (event["schema"], event["records"]) == (schema, 1)
     raw = sqlite3.connect(path)
     tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
     raw.close()

@@ -10,9 +10,12 @@ from typing import Any
 import structlog
 
 from gateway.control.releases import ReleaseControl
+from gateway.dataplane import Prediction
+from gateway.dataplane.classes import predicted_classes
 from gateway.errors import GatewayError
 from gateway.flags import operations
 from gateway.guard import (
+    ErrorKind,
     GuardMonitor,
     GuardPolicy,
     GuardStats,
@@ -25,6 +28,7 @@ from gateway.guard import (
 from gateway.guard import ramp as ramps
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
+from gateway.shadow.service import ShadowOutcome
 from gateway.state import FlagRecord
 
 _log = structlog.get_logger("gateway.guard")
@@ -66,6 +70,37 @@ class GuardService:
         )
         self._records: dict[str, FlagRecord] = {}
         control.on_reload(self.sync)
+
+    # -- the request path ------------------------------------------------------------------
+
+    def record_prediction(
+        self, prediction: Prediction, request_id: str, variant: str | None
+    ) -> None:
+        """Log what `prediction` predicted, for feedback to join (`dataplane.classes`)."""
+        manifest = self._registry.version(prediction.model, prediction.version).manifest
+        if manifest is None:
+            return
+        classes = predicted_classes(prediction.raw_outputs, manifest.outputs, manifest.labels)
+        if classes is not None:
+            self.predictions.record(
+                prediction.model,
+                request_id,
+                prediction.version,
+                classes,
+                now=self._clock(),
+                variant=variant,
+            )
+
+    def on_shadow_outcomes(self, outcomes: Sequence[ShadowOutcome]) -> None:
+        """Shadow runs that ended (on the loop): counted per shadow version, and their
+        predictions logged beside the served one for feedback to join."""
+        for outcome in outcomes:
+            error = None if outcome.error is None else ErrorKind(outcome.error)
+            self.live.observe_shadow(outcome.model, outcome.version, outcome.latency_s, error)
+            if outcome.classes is not None:
+                self.predictions.record_shadow(
+                    outcome.model, outcome.request_id, outcome.version, outcome.classes
+                )
 
     # -- following the flags ---------------------------------------------------------------
 

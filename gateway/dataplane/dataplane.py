@@ -1,4 +1,4 @@
-"""Runs a V2 request against one model version: validate, predict, check what came back."""
+"""Runs a V2 request against one model version: validate on the loop, predict on its executor."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from gateway.dataplane.tensors import check_output, decode_input
+from gateway.dataplane.tensors import decode_input
 from gateway.dataplane.v2 import InferenceRequest, RequestInput
 from gateway.errors import InferenceFailed, InvalidRequest
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
 from gateway.repository.manifest import Manifest, TensorSpec
 from gateway.runtimes.base import Tensor
+
+if TYPE_CHECKING:
+    from gateway.execution.pool import Executors
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -70,15 +73,88 @@ def new_request_id() -> str:
     return _request_ids.next()
 
 
-class DataPlane:
-    """Validates a request against the version's manifest, runs it, and checks what came back."""
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A request decoded against one version's signature, ready to run."""
 
-    def __init__(self, registry: ModelRegistry, limits: Limits, metrics: GatewayMetrics) -> None:
+    model: str
+    version: str
+    manifest: Manifest
+    inputs: dict[str, Tensor]
+    wanted: list[TensorSpec]
+    rows: int | None
+    started: float
+    """`time.perf_counter()` when decoding began: a prediction's latency counts from it."""
+
+
+class DataPlane:
+    """Validates a request against the version's manifest, runs it on the version's executor,
+    and hands back what it answered (checked against the signature by the executor)."""
+
+    def __init__(
+        self, registry: ModelRegistry, executors: Executors, limits: Limits, metrics: GatewayMetrics
+    ) -> None:
         self.registry = registry
+        self.executors = executors
         self.limits = limits
         self._metrics = metrics
 
-    def infer(
+    def decode(
+        self,
+        model: str,
+        version: str | None,
+        request: InferenceRequest,
+        binary_inputs: dict[str, bytes] | None = None,
+        *,
+        variant: str = "",
+    ) -> Decoded:
+        """`request` as `version`'s inputs (the model's default when None); a request that
+        cannot be is counted (invalid_request, unavailable) and raised."""
+        started = time.perf_counter()
+        loaded = self.registry.version(model, version)
+        outcome = "unavailable"
+        try:
+            manifest, _ = loaded.ready_runtime()
+            outcome = "invalid_request"
+            inputs = decode_inputs(
+                manifest, request.inputs, binary_inputs or {}, self.limits.max_batch_rows
+            )
+            wanted = _requested_outputs(manifest, request)
+            rows = batch_rows(manifest, inputs)
+        except Exception:
+            self._metrics.observe_request(model, loaded.version, outcome, None, variant)
+            raise
+        return Decoded(model, loaded.version, manifest, inputs, wanted, rows, started)
+
+    async def run(self, decoded: Decoded, *, variant: str = "") -> Prediction:
+        """Serve `decoded` on its version's executor, counting the outcome: ok, or the
+        failure's kind (error, timeout, overloaded)."""
+        model, version = decoded.model, decoded.version
+        outcome, latency = "unavailable", None
+        try:
+            executor = self.executors.get(model, version)
+            outcome = "error"
+            try:
+                raw = await executor.infer(decoded.inputs, decoded.rows or 1)
+            except InferenceFailed as failure:
+                if failure.kind in ("timeout", "overloaded"):
+                    outcome = failure.kind
+                raise
+            finally:
+                latency = time.perf_counter() - decoded.started
+            outcome = "ok"
+            return Prediction(
+                model,
+                version,
+                [(spec, raw[spec.name]) for spec in decoded.wanted],
+                latency,
+                decoded.inputs,
+                raw,
+            )
+        finally:
+            self._metrics.observe_request(model, version, outcome, latency, variant)
+
+    async def infer(
         self,
         model: str,
         version: str | None,
@@ -87,34 +163,9 @@ class DataPlane:
         *,
         variant: str = "",
     ) -> Prediction:
-        """Serve `request` from `version` (the model's default when None), counting the outcome."""
-        started = time.perf_counter()
-        loaded = self.registry.version(model, version)
-        outcome, latency = "unavailable", None
-        try:
-            manifest, runtime = loaded.ready_runtime()
-            outcome = "invalid_request"
-            inputs = decode_inputs(
-                manifest, request.inputs, binary_inputs or {}, self.limits.max_batch_rows
-            )
-            wanted = _requested_outputs(manifest, request)
-            rows = batch_rows(manifest, inputs)
-            outcome = "error"
-            try:
-                raw = runtime.predict(inputs)
-            except Exception as exc:
-                raise InferenceFailed(
-                    model, loaded.version, f"{type(exc).__name__}: {exc}"
-                ) from exc
-            finally:
-                latency = time.perf_counter() - started
-            _check_outputs(model, loaded.version, manifest, raw, rows)
-            outcome = "ok"
-            return Prediction(
-                model, loaded.version, [(s, raw[s.name]) for s in wanted], latency, inputs, raw
-            )
-        finally:
-            self._metrics.observe_request(model, loaded.version, outcome, latency, variant)
+        """Decode and run `request` on `version` (the model's default when None)."""
+        decoded = self.decode(model, version, request, binary_inputs, variant=variant)
+        return await self.run(decoded, variant=variant)
 
 
 def decode_inputs(
@@ -152,16 +203,6 @@ def _requested_outputs(manifest: Manifest, request: InferenceRequest) -> list[Te
             f"requested output(s) {missing} do not exist; the model has {list(declared)}"
         )
     return [declared[o.name] for o in request.outputs]
-
-
-def _check_outputs(
-    model: str, version: str, manifest: Manifest, raw: dict[str, Any], rows: int | None
-) -> None:
-    """A version whose output breaks its own signature has failed, whatever it returned."""
-    for spec in manifest.outputs:
-        problem = check_output(spec, raw.get(spec.name), rows)
-        if problem is not None:
-            raise InferenceFailed(model, version, problem, kind="invalid_output")
 
 
 def batch_rows(manifest: Manifest, inputs: Mapping[str, Tensor]) -> int | None:

@@ -20,6 +20,9 @@ class ErrorKind(enum.StrEnum):
 
     EXCEPTION = "exception"
     TIMEOUT = "timeout"
+    """No answer within the version's deadline."""
+    OVERLOADED = "overloaded"
+    """The version's queue was full: the request was refused without running."""
     INVALID_OUTPUT = "invalid_output"
     """Non-finite numbers, or a shape or datatype the manifest does not declare."""
 

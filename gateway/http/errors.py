@@ -40,6 +40,8 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], int], ...] = (
     (errors.ModelNotFound, 404),
     (errors.VersionNotFound, 404),
     (errors.ModelNotReady, 503),
+    (errors.InferenceTimeout, 504),
+    (errors.Overloaded, 503),
     (errors.InferenceFailed, 502),
     (errors.ManifestError, 500),
 )
@@ -50,6 +52,13 @@ def status_for(exc: errors.GatewayError) -> int:
         if isinstance(exc, error_class):
             return status
     return 500
+
+
+def error_headers(exc: errors.GatewayError) -> dict[str, str]:
+    """Headers an error's answer carries: when to retry an overloaded version."""
+    if isinstance(exc, errors.Overloaded):
+        return {"retry-after": str(exc.RETRY_AFTER_S)}
+    return {}
 
 
 def error_body(message: str) -> bytes:
@@ -88,7 +97,9 @@ def handle_gateway_error(
     request: Request[Any, Any, Any], exc: errors.GatewayError
 ) -> Response[bytes]:
     status = gateway_failure(exc, request.url.path, request.app.state.metrics)
-    return error_response(status, str(exc))
+    response = error_response(status, str(exc))
+    response.headers.update(error_headers(exc))
+    return response
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

@@ -20,7 +20,13 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GatewayError
-from gateway.http.errors import body_too_large, error_body, gateway_failure, unexpected_failure
+from gateway.http.errors import (
+    body_too_large,
+    error_body,
+    error_headers,
+    gateway_failure,
+    unexpected_failure,
+)
 from gateway.http.inference import answer_infer
 from gateway.observability.metrics import GatewayMetrics
 from gateway.serving import Serving
@@ -63,7 +69,7 @@ class InferenceFastPath:
         path = scope["path"]
         try:
             body = await self._read_body(receive, headers.get("content-length"))
-            reply = answer_infer(self._serving, match[1], match[2], body, headers)
+            reply = await answer_infer(self._serving, match[1], match[2], body, headers)
         except _Disconnected:
             return
         except _BodyTooLarge:
@@ -71,7 +77,8 @@ class InferenceFastPath:
             await _send(send, 413, _JSON, error_body(body_too_large(self._max_body_bytes)))
         except GatewayError as exc:
             status = gateway_failure(exc, path, self._metrics)
-            await _send(send, status, _JSON, error_body(str(exc)))
+            extra = [(name.encode(), value.encode()) for name, value in error_headers(exc).items()]
+            await _send(send, status, _JSON, error_body(str(exc)), extra)
         except Exception as exc:
             await _send(send, 500, _JSON, error_body(unexpected_failure(exc, path, self._metrics)))
         else:

@@ -90,7 +90,7 @@ class InferenceController(Controller):
         )
         request_id = new_request_id()
         key, context = _context(request.headers, None)
-        served = serving.serve(
+        served = await serving.serve(
             model, None, v2, None, request_id=request_id, targeting_key=key, attributes=context
         )
         body = encode_json(
@@ -113,7 +113,7 @@ class InferReply:
     headers: dict[str, str]
 
 
-def answer_infer(
+async def answer_infer(
     serving: Serving, model: str, version: str | None, body: bytes, headers: Mapping[str, str]
 ) -> InferReply:
     """Decode a V2 infer body, serve it (routed when `version` is None), encode the answer.
@@ -128,7 +128,7 @@ def answer_infer(
     key, context = _context(headers, v2.parameters) if version is None else (None, {})
     tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        served = serving.serve(
+        served = await serving.serve(
             model,
             version,
             v2,
@@ -153,7 +153,7 @@ def answer_infer(
 async def _infer(
     request: Request[Any, Any, Any], model: str, version: str | None, serving: Serving
 ) -> Response[bytes]:
-    reply = answer_infer(serving, model, version, await request.body(), request.headers)
+    reply = await answer_infer(serving, model, version, await request.body(), request.headers)
     return Response(reply.body, media_type=reply.media_type, headers=reply.headers)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from gateway.observability.execution_metrics import ExecutionMetrics
 from gateway.observability.histograms import HistogramCollector, HistogramCounts
 from gateway.observability.request_metrics import RequestPathMetrics
 
@@ -51,6 +52,8 @@ class GatewayMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._request_path = RequestPathMetrics(LATENCY_BUCKETS)
         self.registry.register(self._request_path)
+        self.execution = ExecutionMetrics()
+        self.registry.register(self.execution)
         self._version_ready = Gauge(
             "gateway_model_version_ready",
             "1 when a model version loaded and can serve, 0 when it failed to load.",
@@ -95,12 +98,12 @@ class GatewayMetrics:
             ["model", "primary", "shadow"],
             registry=self.registry,
         )
-        # Observed a batch of shadow runs at a time, from worker threads, under _shadow_lock.
+        # Observed from the executors' shadow threads, under _shadow_lock.
         self._shadow_lock = threading.Lock()
         self._shadow_latency = HistogramCounts(
             "gateway_shadow_latency_seconds",
-            "Time a shadow version took to answer, by model and shadow version (the runs of "
-            "one batch share its time).",
+            "Time a shadow version's call took, by model and shadow version (the runs of one "
+            "call share its time).",
             ["model", "version"],
             LATENCY_BUCKETS,
         )
@@ -113,22 +116,11 @@ class GatewayMetrics:
         self.registry.register(
             HistogramCollector(self._shadow_lock, self._shadow_latency, self._shadow_difference)
         )
-        self._shadow_in_flight = Gauge(
-            "gateway_shadow_in_flight",
-            "Shadow runs holding a slot of the concurrency budget (a timed-out run holds its "
-            "slot until its thread returns).",
-            registry=self.registry,
-        )
         self._shadow_drops = Counter(
             "gateway_shadow_drops",
-            "Shadow runs dropped, by reason: budget (no free slot) or load (the event loop "
-            "is too busy serving primaries).",
+            "Shadow runs dropped, by reason: queue_full (the shadow version's queue had no "
+            "room) or unavailable (the shadow version is not loaded).",
             ["reason"],
-            registry=self.registry,
-        )
-        self._loop_busy = Gauge(
-            "gateway_event_loop_busy_ratio",
-            "Smoothed CPU utilisation of the event loop's thread, where primaries run (0..1).",
             registry=self.registry,
         )
         self._shadow_records = Counter(
@@ -239,12 +231,6 @@ class GatewayMetrics:
 
     def count_shadow_drop(self, reason: str) -> None:
         self._shadow_drops.labels(reason).inc()
-
-    def set_loop_busy(self, ratio: float) -> None:
-        self._loop_busy.set(ratio)
-
-    def set_shadow_in_flight(self, count: int) -> None:
-        self._shadow_in_flight.set(count)
 
     def count_shadow_records(self, fate: str, count: int = 1) -> None:
         if count:

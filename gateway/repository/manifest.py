@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -62,6 +62,8 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     labels: list[str] | None = None
     metrics: MetricsSummary | None = None
     platform: str = ""
+    execution: dict[str, Any] | None = None
+    """How the version executes (`gateway.execution.config`), checked when it loads."""
 
 
 class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

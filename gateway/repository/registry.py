@@ -10,6 +10,7 @@ from pathlib import Path
 import structlog
 
 from gateway.errors import GatewayError, ModelNotFound, ModelNotReady, VersionNotFound
+from gateway.execution.config import ExecutionConfig, execution_config
 from gateway.repository.manifest import (
     Manifest,
     ModelSpec,
@@ -38,6 +39,8 @@ class LoadedVersion:
     runtime: ModelRuntime | None
     state: VersionState
     reason: str = ""
+    execution: ExecutionConfig | None = None
+    """How it executes: its manifest's `execution` over the defaults (READY versions)."""
 
     def ready_runtime(self) -> tuple[Manifest, ModelRuntime]:
         if self.runtime is None or self.manifest is None:
@@ -79,14 +82,21 @@ class ModelRegistry:
         self._models = models
 
     @classmethod
-    def load(cls, models_dir: Path, options: RuntimeOptions) -> ModelRegistry:
-        """Load each `models_dir/<model>/<version>/`; a broken version is kept as FAILED."""
+    def load(
+        cls,
+        models_dir: Path,
+        options: RuntimeOptions,
+        execution: ExecutionConfig | None = None,
+    ) -> ModelRegistry:
+        """Load each `models_dir/<model>/<version>/`; a broken version is kept as FAILED.
+        `execution` holds the defaults a version's manifest may override."""
+        defaults = execution or ExecutionConfig()
         models: dict[str, ModelEntry] = {}
         if not models_dir.is_dir():
             _log.warning("models_dir_missing", path=str(models_dir))
             return cls(models)
         for model_dir in sorted(p for p in models_dir.iterdir() if p.is_dir()):
-            entry = _load_model(model_dir, options)
+            entry = _load_model(model_dir, options, defaults)
             if entry is not None:
                 models[entry.name] = entry
         return cls(models)
@@ -123,7 +133,9 @@ class ModelRegistry:
                     loaded.runtime.unload()
 
 
-def _load_model(model_dir: Path, options: RuntimeOptions) -> ModelEntry | None:
+def _load_model(
+    model_dir: Path, options: RuntimeOptions, defaults: ExecutionConfig
+) -> ModelEntry | None:
     try:
         name = validate_name("model", model_dir.name)
         spec = read_model_spec(model_dir)
@@ -137,16 +149,23 @@ def _load_model(model_dir: Path, options: RuntimeOptions) -> ModelEntry | None:
         except GatewayError as exc:
             _log.error("version_skipped", model=name, path=str(version_dir), error=str(exc))
             continue
-        entry.versions[version] = _load_version(name, version, version_dir, options)
+        entry.versions[version] = _load_version(name, version, version_dir, options, defaults)
     return entry
 
 
 def _load_version(
-    model: str, version: str, version_dir: Path, options: RuntimeOptions
+    model: str,
+    version: str,
+    version_dir: Path,
+    options: RuntimeOptions,
+    defaults: ExecutionConfig,
 ) -> LoadedVersion:
     manifest: Manifest | None = None
     try:
         manifest = read_manifest(version_dir)
+        execution = execution_config(
+            manifest.execution, defaults, where=f"model {model!r} version {version!r}"
+        )
         artifact = verified_artifact(version_dir, manifest)
         runtime = create_runtime(artifact, manifest, options)
         runtime.load()
@@ -155,4 +174,4 @@ def _load_version(
         _log.error("version_load_failed", model=model, version=version, error=reason)
         return LoadedVersion(model, version, manifest, None, VersionState.FAILED, reason)
     _log.info("version_loaded", model=model, version=version, runtime=manifest.runtime)
-    return LoadedVersion(model, version, manifest, runtime, VersionState.READY)
+    return LoadedVersion(model, version, manifest, runtime, VersionState.READY, "", execution)

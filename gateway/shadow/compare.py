@@ -1,10 +1,8 @@
 """Comparing a shadow version's answer with the primary's: plain Python and numpy, no I/O.
 
-Agreement is on the top class of each row: the argmax of the first floating-point output of
-shape [rows, classes] (probabilities, scores or logits), else the value of the first integer
-output of shape [rows] (a label). Class indices read as the manifest's labels when it has them.
-The difference is the largest absolute difference between same-named floating-point outputs of
-the same shape (for the demo, the probabilities).
+Agreement is on the predicted class of each row, by the rule every part of the gateway uses
+(`gateway.dataplane.classes`). The difference is the largest absolute difference between
+same-named floating-point outputs of the same shape (for the demo, the probabilities).
 """
 
 from __future__ import annotations
@@ -34,29 +32,6 @@ class Comparison(NamedTuple):
     agreed_rows: int | None
     agree: bool | None
     max_abs_diff: float | None
-
-
-def top_classes(
-    outputs: Mapping[str, Tensor], specs: Sequence[TensorSpec], labels: Sequence[str] | None
-) -> list[str] | None:
-    """The top class of each row, named by `labels` where they fit, else by index or value."""
-    for spec in specs:
-        array = outputs.get(spec.name)
-        if array is not None and array.ndim == 2 and array.dtype.kind == "f" and array.shape[1] > 1:
-            return _class_names(array.argmax(axis=1), labels, array.shape[1])
-    for spec in specs:
-        array = outputs.get(spec.name)
-        if array is not None and array.ndim == 1 and array.dtype.kind in "iu":
-            return _class_names(array, labels, None)
-    return None
-
-
-def _class_names(values: Tensor, labels: Sequence[str] | None, width: int | None) -> list[str]:
-    indices: list[int] = values.tolist()
-    if labels and (width is None or width == len(labels)):
-        count = len(labels)
-        return [labels[i] if 0 <= i < count else str(i) for i in indices]
-    return [str(i) for i in indices]
 
 
 def _comparable(
@@ -111,37 +86,6 @@ def agreement(
         return Comparison(len(primary_classes), None, None, diff)
     agreed = sum(map(operator.eq, primary_classes, shadow_classes))
     return Comparison(len(primary_classes), agreed, agreed == len(primary_classes), diff)
-
-
-def run_max_abs_diffs(
-    primary: Mapping[str, Tensor], shadow: Mapping[str, Tensor], rows: Sequence[int]
-) -> list[float | None] | None:
-    """`max_abs_diff` of each run of a batch, from the whole batch's outputs at once.
-
-    `primary` and `shadow` hold the outputs of consecutive runs of `rows` rows each, stacked
-    along their first dimension. None when an output has no rows to split by (compare each
-    run alone then).
-    """
-    total = sum(rows)
-    per_row: np.ndarray[Any, np.dtype[np.float64]] | None = None
-    for mine, theirs in _comparable(primary, shadow):
-        if mine.ndim == 0 or mine.shape[0] != total:
-            return None
-        if mine.size == 0:
-            continue
-        delta = np.subtract(mine, theirs, dtype=np.float64)
-        np.abs(delta, out=delta)
-        row = delta.reshape(total, -1).max(axis=1)
-        per_row = row if per_row is None else np.maximum(per_row, row)
-    if per_row is None:
-        return [None] * len(rows)
-    if all(count == 1 for count in rows):
-        return list(per_row.tolist())
-    starts = np.cumsum([0, *rows[:-1]])
-    filled = [count > 0 for count in rows]
-    mask = np.asarray(filled)
-    maxima = iter(np.maximum.reduceat(per_row, starts[mask]).tolist() if any(filled) else [])
-    return [next(maxima) if has_rows else None for has_rows in filled]
 
 
 def _rows(classes: list[str] | None, outputs: Mapping[str, Tensor]) -> int:

@@ -3,7 +3,7 @@
 A release flag keeps its shadow settings as flagd metadata (strings, numbers, booleans), so
 the flag stays a valid flagd document:
 
-    "metadata": {"model": "digits", ..., "shadow.timeoutMs": 250, "shadow.concurrency": 2,
+    "metadata": {"model": "digits", ..., "shadow.timeoutMs": 250,
                  "shadow.keepInputs": true, "shadow.maxInputBytes": 16384}
 
 The sample percentage is not here: each shadow target in a route carries its own `percent`.
@@ -17,10 +17,9 @@ from collections.abc import Mapping
 import msgspec
 
 META_TIMEOUT_MS = "shadow.timeoutMs"
-META_CONCURRENCY = "shadow.concurrency"
 META_KEEP_INPUTS = "shadow.keepInputs"
 META_MAX_INPUT_BYTES = "shadow.maxInputBytes"
-SHADOW_KEYS = (META_TIMEOUT_MS, META_CONCURRENCY, META_KEEP_INPUTS, META_MAX_INPUT_BYTES)
+SHADOW_KEYS = (META_TIMEOUT_MS, META_KEEP_INPUTS, META_MAX_INPUT_BYTES)
 
 MAX_TIMEOUT_MS = 600_000.0
 MAX_INPUT_BYTES = 1024 * 1024
@@ -30,10 +29,8 @@ class ShadowPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """One release's shadow settings."""
 
     timeout_s: float = 0.5
-    """Each shadow version's run ends as a timeout after this long (the thread may go on)."""
-    concurrency: int = 512
-    """At most this many of the release's shadow runs in flight (queued for a batch or in
-    one); more are dropped, not queued."""
+    """Each shadow version's run ends as a timeout after this long, queued or running (a
+    running call goes on; its answer is discarded)."""
     keep_inputs: bool = False
     """Whether comparison records keep the request's input tensors."""
     max_input_bytes: int = 16 * 1024
@@ -43,12 +40,6 @@ class ShadowPolicy(msgspec.Struct, frozen=True, kw_only=True):
 class ShadowConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Process-wide shadow settings (from `Settings.shadow`)."""
 
-    threads: int = 2
-    """Worker threads that run shadow batches."""
-    batch_max: int = 256
-    """Runs one worker takes at once; `threads * batch_max` runs in flight at most."""
-    batch_window_s: float = 0.1
-    """How long a worker waits after the first queued run for more to join its batch."""
     defaults: ShadowPolicy = ShadowPolicy()
     """A release's policy where its metadata says nothing."""
     max_output_values: int = 1024
@@ -65,10 +56,6 @@ class ShadowConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Records older than this are deleted."""
     max_records: int = 100_000
     """At most this many records are kept (the oldest go first)."""
-    shed_start: float = 0.8
-    """Event-loop load above which shadow runs start being shed (see `load`)."""
-    shed_full: float = 0.95
-    """Event-loop load above which every shadow run is shed."""
     prune_interval_s: float = 60.0
     drop_log_interval_s: float = 10.0
     """How often dropped shadow work is logged (as one line with the counts)."""
@@ -82,8 +69,6 @@ def policy_problems(metadata: Mapping[str, object]) -> list[str]:
             f"metadata {META_TIMEOUT_MS!r} must be a number of milliseconds in "
             f"(0, {MAX_TIMEOUT_MS:.0f}]"
         )
-    if META_CONCURRENCY in metadata and _concurrency(metadata[META_CONCURRENCY]) is None:
-        problems.append(f"metadata {META_CONCURRENCY!r} must be a whole number >= 1")
     if META_KEEP_INPUTS in metadata and not isinstance(metadata[META_KEEP_INPUTS], bool):
         problems.append(f"metadata {META_KEEP_INPUTS!r} must be true or false")
     if META_MAX_INPUT_BYTES in metadata and _input_bytes(metadata[META_MAX_INPUT_BYTES]) is None:
@@ -98,12 +83,10 @@ def release_policy(metadata: Mapping[str, object], defaults: ShadowPolicy) -> Sh
     """`defaults` with each valid `shadow.*` entry of `metadata` applied; an invalid entry
     keeps its default (`policy_problems` says which)."""
     timeout_s = _timeout_s(metadata.get(META_TIMEOUT_MS))
-    concurrency = _concurrency(metadata.get(META_CONCURRENCY))
     keep = metadata.get(META_KEEP_INPUTS)
     size = _input_bytes(metadata.get(META_MAX_INPUT_BYTES))
     return ShadowPolicy(
         timeout_s=defaults.timeout_s if timeout_s is None else timeout_s,
-        concurrency=defaults.concurrency if concurrency is None else concurrency,
         keep_inputs=keep if isinstance(keep, bool) else defaults.keep_inputs,
         max_input_bytes=defaults.max_input_bytes if size is None else size,
     )
@@ -124,11 +107,6 @@ def _integer(value: object) -> int | None:
 def _timeout_s(value: object) -> float | None:
     millis = _number(value)
     return millis / 1000.0 if millis is not None and 0 < millis <= MAX_TIMEOUT_MS else None
-
-
-def _concurrency(value: object) -> int | None:
-    count = _integer(value)
-    return count if count is not None and count >= 1 else None
 
 
 def _input_bytes(value: object) -> int | None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 import structlog
 
 from gateway.observability.metrics import GatewayMetrics
-from gateway.state import AgreementBatch, ComparisonRecord, Comparisons, Store
-from gateway.state.store import count, records_in
+from gateway.state import ComparisonRecord, Store
 
 _log = structlog.get_logger("gateway.shadow")
 
@@ -34,18 +33,17 @@ class ComparisonRecorder:
         self._metrics = metrics
         self._capacity = capacity
         self._lock = threading.Lock()
-        self._pending: deque[ComparisonRecord | AgreementBatch] = deque()
-        self._held = 0  # records in `_pending`
+        self._pending: deque[ComparisonRecord] = deque()
         self._dropped = 0
         self._flush_lock = asyncio.Lock()
 
-    def add(self, records: Comparisons) -> int:
-        """Buffer `records` (an agreement batch counts as the records it holds) as far as
-        there is room; return how many did not fit (dropped and counted)."""
+    def add(self, records: Sequence[ComparisonRecord]) -> int:
+        """Buffer `records` as far as there is room; return how many did not fit (dropped
+        and counted)."""
         with self._lock:
-            kept, held, lost = _fitting(records, self._capacity - self._held)
-            self._pending.extend(kept)
-            self._held += held
+            room = max(0, self._capacity - len(self._pending))
+            self._pending.extend(records[:room])
+            lost = max(0, len(records) - room)
             self._dropped += lost
         if lost:
             self._metrics.count_shadow_records("buffer_full", lost)
@@ -54,7 +52,7 @@ class ComparisonRecorder:
     @property
     def pending(self) -> int:
         with self._lock:
-            return self._held
+            return len(self._pending)
 
     def take_dropped(self) -> int:
         """Records dropped for a full buffer (or a failing store) since the last call."""
@@ -68,57 +66,27 @@ class ComparisonRecorder:
             with self._lock:
                 batch = list(self._pending)
                 self._pending.clear()
-                self._held = 0
             written = 0
-            for start, stop in _chunks(batch):
-                chunk = batch[start:stop]
+            for start in range(0, len(batch), BATCH_SIZE):
+                chunk = batch[start : start + BATCH_SIZE]
                 try:
                     await self._store.add_comparisons(chunk)
                 except Exception as exc:
                     self._requeue(batch[start:])
                     _log.error(
-                        "shadow_records_not_written", error=str(exc), pending=count(batch[start:])
+                        "shadow_records_not_written", error=str(exc), pending=len(batch) - start
                     )
                     break
-                chunk_records = count(chunk)
-                written += chunk_records
-                self._metrics.count_shadow_records("written", chunk_records)
+                written += len(chunk)
+                self._metrics.count_shadow_records("written", len(chunk))
             return written
 
-    def _requeue(self, records: list[ComparisonRecord | AgreementBatch]) -> None:
+    def _requeue(self, records: list[ComparisonRecord]) -> None:
         """Put unwritten records back in front, oldest first, as far as there is room."""
         with self._lock:
-            kept, held, lost = _fitting(records, self._capacity - self._held)
+            room = max(0, self._capacity - len(self._pending))
+            kept = records[:room]
             self._pending.extendleft(reversed(kept))
-            self._held += held
+            lost = len(records) - len(kept)
             self._dropped += lost
         self._metrics.count_shadow_records("store_error", lost)
-
-
-def _fitting(
-    items: Comparisons, room: int
-) -> tuple[list[ComparisonRecord | AgreementBatch], int, int]:
-    """The items that fit `room` records, in order; the records they hold; the records of
-    the items that did not fit."""
-    kept: list[ComparisonRecord | AgreementBatch] = []
-    held = lost = 0
-    for item in items:
-        size = records_in(item)
-        if held + size <= room:
-            kept.append(item)
-            held += size
-        else:
-            lost += size
-    return kept, held, lost
-
-
-def _chunks(items: list[ComparisonRecord | AgreementBatch]) -> Iterator[tuple[int, int]]:
-    """(start, stop) of consecutive items holding about BATCH_SIZE records each."""
-    start, size = 0, 0
-    for index, item in enumerate(items):
-        size += records_in(item)
-        if size >= BATCH_SIZE:
-            yield start, index + 1
-            start, size = index + 1, 0
-    if start < len(items):
-        yield start, len(items)

@@ -1,69 +1,108 @@
-"""Shadow mode as one service: run shadows, keep their records, prune them, review them.
+"""Shadow mode as one service: queue shadow runs, record their comparisons, review them.
 
-The composition root builds one `ShadowService`; the inference handlers hand it each routed
-request after the primary answered, and the admin API reads its summaries. A background task
-flushes buffered records to the store, prunes them by age and count, and logs dropped work.
+The request path draws the sample (`sample`) and hands the request, once its primary has
+answered or failed, to `submit`, which offers one run per drawn shadow to that version's
+executor (`gateway.execution`): the executor's bounded shadow queue admits it or refuses it,
+and a refused run is dropped and counted, never waited for. The executor runs the shadow's
+queued runs as one call, on its lowest-priority thread, and hands them back to `_answered`
+there, which turns each into a comparison record for the bounded recorder, counts it, and
+posts what the guard needs (the shadow's latency, error and predicted classes, for live
+accuracy from feedback) to the event loop. A background task flushes the records to the
+store, prunes them, and logs dropped work. Nothing a shadow does reaches the client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
-from gateway.flags.document import ShadowTarget
+from gateway.errors import ModelNotReady
+from gateway.execution.batch import Answer
+from gateway.execution.executor import ShadowRun
+from gateway.execution.pool import Executors
+from gateway.flags.document import Release, ShadowTarget
 from gateway.flags.router import RouteDecision
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
-from gateway.shadow.load import LoopLoad
-from gateway.shadow.policy import ShadowConfig
+from gateway.shadow.policy import ShadowConfig, ShadowPolicy, release_policy
 from gateway.shadow.recorder import ComparisonRecorder
-from gateway.shadow.runner import ShadowRequest, ShadowRunner
+from gateway.shadow.records import RecordMaker, ShadowJob, ShadowRequest
 from gateway.shadow.summary import ShadowSummary, summarise
 from gateway.state import ComparisonRecord, Store
+
+__all__ = ["ShadowOutcome", "ShadowRequest", "ShadowService"]
 
 _log = structlog.get_logger("gateway.shadow")
 
 MAX_DISAGREEMENTS = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowOutcome:
+    """What the guard learns from one shadow run: its latency or error, and its predicted
+    classes (joined to feedback for the shadow's live accuracy)."""
+
+    model: str
+    version: str
+    request_id: str
+    latency_s: float | None
+    error: str | None
+    """The error kind (exception, invalid_output, timeout), None when it answered."""
+    classes: list[str] | None
+
+
+OutcomeSink = Callable[[Sequence[ShadowOutcome]], None]
+
+
 class ShadowService:
-    """Runs shadow versions, records the comparisons, and answers the review."""
+    """Runs shadow versions on their executors, records the comparisons, answers the review."""
 
     def __init__(
         self,
         registry: ModelRegistry,
+        executors: Executors,
         metrics: GatewayMetrics,
         store: Store,
         config: ShadowConfig,
         *,
+        on_outcomes: OutcomeSink | None = None,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        self._executors = executors
         self._store = store
         self._clock = clock
         self._metrics = metrics
+        self._on_outcomes = on_outcomes
+        self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not secrets
+        self._records = RecordMaker(registry, config)
         self.recorder = ComparisonRecorder(store, metrics, capacity=config.buffer_records)
-        self.load = LoopLoad(shed_start=config.shed_start, shed_full=config.shed_full)
-        self.runner = ShadowRunner(registry, metrics, config, self.recorder.add, load=self.load)
+        self._policies: dict[str, tuple[Release, ShadowPolicy]] = {}
+        self._drops: Counter[tuple[str, str, str, str]] = Counter()
+        self._drops_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        executors.on_shadow_answers(self._answered)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._housekeeping(), name="shadow-housekeeping"),
-            asyncio.create_task(self.load.run(self._metrics.set_loop_busy), name="loop-load"),
-            asyncio.create_task(self.runner.watch(), name="shadow-timeouts"),
-        ]
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [asyncio.create_task(self._housekeeping(), name="shadow-housekeeping")]
 
     async def stop(self) -> None:
-        """Start no more shadow runs, then write what is buffered (runs still in their
-        threads are abandoned: their records would come after the store closes)."""
-        self.runner.shutdown()
+        """Start no more shadow runs, then write what is buffered."""
+        self._closed = True
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -72,19 +111,128 @@ class ShadowService:
         await self.flush()
         self._log_drops()
 
-    # -- the request path --------------------------------------------------------------------
+    # -- the request path (event loop) -------------------------------------------------------
 
     def sample(self, decision: RouteDecision) -> list[ShadowTarget]:
-        """The shadows this request runs (drawn by their sample percentages)."""
-        return self.runner.sample(decision)
+        """The shadows of `decision` this request runs, drawn by their sample percentages
+        (first, so that the requests a 10 % shadow skips build nothing more)."""
+        if self._closed:
+            return []
+        drawn = []
+        for target in decision.shadows:
+            percent = float(target.percent)
+            if percent >= 100.0 or (percent > 0.0 and self._random() * 100.0 < percent):
+                drawn.append(target)
+        return drawn
 
-    def submit(self, request: ShadowRequest, targets: Sequence[ShadowTarget] | None = None) -> None:
-        """Start the request's shadow runs (`targets` from `sample`, None: draw them now);
-        a failure here is logged, never raised."""
+    def submit(self, request: ShadowRequest, targets: Sequence[ShadowTarget]) -> int:
+        """Offer the request's run of each of `targets` to its version's executor; how many
+        were queued. Never blocks and never raises: a refused run is dropped and counted."""
+        decision = request.decision
+        policy = self._policy_of(decision.release)
+        deadline = time.monotonic() + policy.timeout_s
+        rows = _rows(request)
+        job = ShadowJob(request, policy)
+        queued = 0
+        for target in targets:
+            try:
+                executor = self._executors.get(decision.model, target.version)
+            except ModelNotReady:
+                self._drop(decision.model, decision.serve, target.version, "unavailable")
+                continue
+            if executor.offer_shadow(ShadowRun(request.inputs, rows, deadline, job)):
+                queued += 1
+            else:
+                self._drop(decision.model, decision.serve, target.version, "queue_full")
+        return queued
+
+    def _policy_of(self, release: Release | None) -> ShadowPolicy:
+        defaults = self.config.defaults
+        if release is None:
+            return defaults
+        cached = self._policies.get(release.key)
+        if cached is not None and cached[0] is release:
+            return cached[1]
+        policy = release_policy(release.policy, defaults)
+        self._policies[release.key] = (release, policy)
+        return policy
+
+    def _drop(self, model: str, primary: str, shadow: str, reason: str) -> None:
+        self._metrics.count_shadow(model, primary, shadow, "dropped")
+        self._metrics.count_shadow_drop(reason)
+        with self._drops_lock:
+            self._drops[(model, primary, shadow, reason)] += 1
+
+    # -- answers (an executor's shadow thread, or the loop for timeouts) ----------------------
+
+    def _answered(
+        self, model: str, version: str, runs: Sequence[ShadowRun], answers: Sequence[Answer]
+    ) -> None:
+        """Record shadow runs that ended; a bug here is logged, never raised into the
+        executor."""
         try:
-            self.runner.submit(request, targets)
+            records, outcomes = self._records_of(model, version, runs, answers)
         except Exception:
-            _log.exception("shadow_submit_failed", model=request.decision.model)
+            _log.exception("shadow_records_failed", model=model, shadow=version)
+            return
+        self._count(records)
+        self.recorder.add(records)
+        if self._on_outcomes is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+                self._loop.call_soon_threadsafe(self._on_outcomes, outcomes)
+
+    def _records_of(
+        self, model: str, version: str, runs: Sequence[ShadowRun], answers: Sequence[Answer]
+    ) -> tuple[list[ComparisonRecord], list[ShadowOutcome]]:
+        records = []
+        outcomes = []
+        for run, answer in zip(runs, answers, strict=True):
+            job: ShadowJob = run.job
+            answered = answer.outputs is not None
+            classes = (
+                self._records.classes(model, version, answer.outputs)
+                if answer.outputs is not None
+                else None
+            )
+            records.append(self._records.record(job, version, answer, classes))
+            outcomes.append(
+                ShadowOutcome(
+                    model,
+                    version,
+                    job.request.request_id,
+                    answer.latency_s if answered else None,
+                    None if answered else answer.kind,
+                    classes,
+                )
+            )
+        return records, outcomes
+
+    def _count(self, records: Sequence[ComparisonRecord]) -> None:
+        """Count records in the metrics, once per pair and outcome."""
+        metrics = self._metrics
+        outcomes: Counter[tuple[str, str, str, str]] = Counter()
+        compared: dict[tuple[str, str, str], tuple[int, int, list[float]]] = {}
+        for record in records:
+            pair = (record.model, record.primary_version, record.shadow_version)
+            outcomes[(*pair, record.outcome)] += 1
+            if record.shadow_latency_ms is not None and record.outcome != "timeout":
+                metrics.observe_shadow_latency(
+                    record.model, record.shadow_version, record.shadow_latency_ms / 1000
+                )
+            if record.outcome != "compared":
+                continue
+            rows, agreed, diffs = compared.get(pair, (0, 0, []))
+            if record.agreed_rows is not None:
+                rows, agreed = rows + record.rows, agreed + record.agreed_rows
+            if record.max_abs_diff is not None:
+                diffs.append(record.max_abs_diff)
+            compared[pair] = (rows, agreed, diffs)
+        for (model, primary, shadow, outcome), count in outcomes.items():
+            metrics.count_shadow(model, primary, shadow, outcome, count)
+        for (model, primary, shadow), (rows, agreed, diffs) in compared.items():
+            metrics.observe_shadow_comparisons(
+                model, primary, shadow, rows=rows, agreed_rows=agreed, differences=diffs
+            )
 
     # -- storage -------------------------------------------------------------------------------
 
@@ -118,25 +266,30 @@ class ShadowService:
                 last_drop_log = now
                 self._log_drops()
 
+    def take_drops(self) -> dict[tuple[str, str, str, str], int]:
+        """Runs dropped since the last call, by (model, primary, shadow, reason): the reason
+        is `queue_full` (the shadow version's queue had no room) or `unavailable` (it has no
+        executor: it failed to load)."""
+        with self._drops_lock:
+            drops, self._drops = dict(self._drops), Counter()
+        return drops
+
     def _log_drops(self) -> None:
-        drops = self.runner.take_drops()
+        drops = self.take_drops()
         lost_records = self.recorder.take_dropped()
         if not drops and not lost_records:
             return
-        by_pair: dict[str, int] = {}
-        by_reason: dict[str, int] = {}
-        for (model, primary, shadow, reason), count in sorted(drops.items()):
-            pair = f"{model}:{primary}->{shadow}"
-            by_pair[pair] = by_pair.get(pair, 0) + count
-            by_reason[reason] = by_reason.get(reason, 0) + count
+        by_pair: Counter[str] = Counter()
+        by_reason: Counter[str] = Counter()
+        for (model, primary, shadow, reason), count in drops.items():
+            by_pair[f"{model}:{primary}->{shadow}"] += count
+            by_reason[reason] += count
         _log.warning(
             "shadow_work_dropped",
             runs_dropped=sum(drops.values()),
-            by_pair=by_pair,
-            by_reason=by_reason,
+            by_pair=dict(by_pair),
+            by_reason=dict(by_reason),
             records_dropped=lost_records,
-            threads=self.config.threads,
-            loop_busy=round(self.load.busy, 3),
         )
 
     # -- review --------------------------------------------------------------------------------
@@ -178,3 +331,9 @@ class ShadowService:
             disagreements_only=True,
             limit=limit,
         )
+
+
+def _rows(request: ShadowRequest) -> int:
+    for array in request.inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 1

@@ -22,11 +22,9 @@ from gateway.state.files import (
 )
 from gateway.state.sqlite import SQLiteStore
 from gateway.state.store import (
-    AgreementBatch,
     AuditEntry,
     ComparisonOutcome,
     ComparisonRecord,
-    Comparisons,
     DiffFn,
     FlagRecord,
     OutputRecord,
@@ -36,11 +34,9 @@ from gateway.state.store import (
 )
 
 __all__ = [
-    "AgreementBatch",
     "AuditEntry",
     "ComparisonOutcome",
     "ComparisonRecord",
-    "Comparisons",
     "DiffFn",
     "FlagFileDoc",
     "FlagFileError",

@@ -20,13 +20,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.state.store import (
-    AgreementBatch,
-    ComparisonRecord,
-    Comparisons,
-    OutputRecord,
-    TensorData,
-)
+from gateway.state.store import ComparisonRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shadow_batches (
@@ -59,75 +53,31 @@ _Summary: Any = msgspec.defstruct(
 _FIELDS = tuple(field.name for field in msgspec.structs.fields(_Summary))
 
 
-class _Stored(msgspec.Struct, gc=False):
-    """One row's records: single records, and agreement batches that begin at `starts` in
-    the order the records were written."""
-
-    records: list[ComparisonRecord]
-    agreements: list[AgreementBatch]
-    starts: list[int]
-
-
-_StoredSummaries: Any = msgspec.defstruct(
-    "_StoredSummaries",
-    [("records", list[_Summary]), ("agreements", list[AgreementBatch]), ("starts", list[int])],
-    gc=False,
-)
 _encode = msgspec.msgpack.Encoder().encode
-_decode_stored = msgspec.msgpack.Decoder(_Stored).decode
-_decode_summaries = msgspec.msgpack.Decoder(_StoredSummaries).decode
+_decode_records = msgspec.msgpack.Decoder(list[ComparisonRecord]).decode
+_decode_summaries = msgspec.msgpack.Decoder(list[_Summary]).decode
 
 Row = tuple[str, float, float, int, bytes]
 
 
-def batch_rows(comparisons: Comparisons) -> list[Row]:
-    """The rows (model, first_at, last_at, records, data) that store `comparisons`, one per
-    model."""
-    by_model: dict[str, list[ComparisonRecord | AgreementBatch]] = {}
-    for item in comparisons:
-        by_model.setdefault(item.model, []).append(item)
-    return [_row(model, items) for model, items in by_model.items()]
-
-
-def _row(model: str, comparisons: Comparisons) -> Row:
-    stored = _Stored([], [], [])
-    first, last, count = math.inf, -math.inf, 0
-    for item in comparisons:
-        if isinstance(item, AgreementBatch):
-            stored.agreements.append(item)
-            stored.starts.append(count)
-            count += len(item)
-            first, last = min(first, *item.ats), max(last, *item.ats)
-        else:
-            stored.records.append(item)
-            count += 1
-            first, last = min(first, item.at), max(last, item.at)
-    return (model, first, last, count, _encode(stored))
+def batch_rows(records: Sequence[ComparisonRecord]) -> list[Row]:
+    """The rows (model, first_at, last_at, records, data) that store `records`, one per model."""
+    by_model: dict[str, list[ComparisonRecord]] = {}
+    for record in records:
+        by_model.setdefault(record.model, []).append(record)
+    return [(model, *encoded(batch)) for model, batch in by_model.items()]
 
 
 def encoded(records: Sequence[ComparisonRecord]) -> tuple[float, float, int, bytes]:
-    """The (first_at, last_at, records, data) columns of a rewritten batch."""
-    return _row("", records)[1:]
+    """The (first_at, last_at, records, data) columns of a batch."""
+    ats = [record.at for record in records]
+    first, last = (min(ats), max(ats)) if ats else (math.inf, -math.inf)
+    return first, last, len(records), _encode(records)
 
 
 def decode(data: bytes) -> list[ComparisonRecord]:
     """A row's records, in the order they were written."""
-    stored = _decode_stored(data)
-    return _in_order(stored.records, stored.agreements, stored.starts, payload=True)
-
-
-def _in_order(
-    records: list[Any], agreements: list[AgreementBatch], starts: list[int], *, payload: bool
-) -> list[Any]:
-    """The single records with each agreement batch's records put in where it began."""
-    ordered: list[Any] = []
-    singles = iter(records)
-    for agreement, start in zip(agreements, starts, strict=True):
-        while len(ordered) < start:
-            ordered.append(next(singles))
-        ordered.extend(agreement.records(payload=payload))
-    ordered.extend(singles)
-    return ordered
+    return _decode_records(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +109,7 @@ def select(
     data_of: dict[int, bytes] = {}
     for batch_id, data in batches:
         data_of[batch_id] = data
-        stored = _decode_summaries(data)
-        entries = _in_order(stored.records, stored.agreements, stored.starts, payload=False)
-        for index, entry in enumerate(entries):
+        for index, entry in enumerate(_decode_summaries(data)):
             if query.keeps(entry):
                 found.append((entry.at, batch_id, index, entry))
     found.sort(key=lambda item: item[:3], reverse=True)
@@ -174,8 +122,6 @@ def select(
             if batch_id not in whole:
                 whole[batch_id] = decode(data_of[batch_id])
             records.append(whole[batch_id][index])
-        elif isinstance(entry, ComparisonRecord):  # from an agreement batch
-            records.append(entry)
         else:
             records.append(_without_payload(entry))
     return records
@@ -185,89 +131,22 @@ def _without_payload(summary: Any) -> ComparisonRecord:
     return ComparisonRecord(**{name: getattr(summary, name) for name in _FIELDS})
 
 
-# -- schema 2: a row per record, moved into batches when the store opens ---------------------
-
-MIGRATION_BATCH = 500
-_SCHEMA_2_COLUMNS = (
-    "at, model, request_id, primary_version, shadow_version, outcome, variant, cohort, context, "
-    "rows, agreed_rows, agree, max_abs_diff, primary_latency_ms, shadow_latency_ms, "
-    "primary_error, shadow_error, inputs_dropped, payload"
-)
+# -- older schemas ---------------------------------------------------------------------------
 
 
-def migrate_schema_2(db: sqlite3.Connection) -> int:
-    """Move schema 2's records (a row each) into batches, in the order they were written, and
-    drop their table; return how many moved. Runs inside the opening transaction."""
-    found = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'shadow_comparisons'"
-    ).fetchone()
-    if found is None:
-        return 0
-    rows = db.execute(
-        f"SELECT {_SCHEMA_2_COLUMNS} FROM shadow_comparisons ORDER BY id"  # noqa: S608 - literal
-    ).fetchall()
-    records = [_schema_2_record(row) for row in rows]
-    for start in range(0, len(records), MIGRATION_BATCH):
-        db.executemany(INSERT, batch_rows(records[start : start + MIGRATION_BATCH]))
-    db.execute("DROP TABLE shadow_comparisons")
-    return len(records)
-
-
-class _Payload(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Schema 2's payload column: the bulky part of a record, as JSON."""
-
-    primary_output: OutputRecord | None = None
-    shadow_output: OutputRecord | None = None
-    inputs: dict[str, TensorData] | None = None
-
-
-_decode_payload = msgspec.json.Decoder(_Payload).decode
-_decode_context = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
-
-
-def _schema_2_record(row: tuple[Any, ...]) -> ComparisonRecord:
-    (
-        at,
-        model,
-        request_id,
-        primary_version,
-        shadow_version,
-        outcome,
-        variant,
-        cohort,
-        context,
-        rows,
-        agreed_rows,
-        agree,
-        max_abs_diff,
-        primary_latency_ms,
-        shadow_latency_ms,
-        primary_error,
-        shadow_error,
-        inputs_dropped,
-        payload_text,
-    ) = row
-    payload = _Payload() if payload_text is None else _decode_payload(payload_text)
-    return ComparisonRecord(
-        request_id=request_id,
-        at=at,
-        model=model,
-        primary_version=primary_version,
-        shadow_version=shadow_version,
-        outcome=outcome,
-        variant=variant,
-        cohort=cohort,
-        context=_decode_context(context),
-        rows=rows,
-        agreed_rows=agreed_rows,
-        agree=None if agree is None else bool(agree),
-        max_abs_diff=max_abs_diff,
-        primary_latency_ms=primary_latency_ms,
-        shadow_latency_ms=shadow_latency_ms,
-        primary_error=primary_error,
-        shadow_error=shadow_error,
-        primary_output=payload.primary_output,
-        shadow_output=payload.shadow_output,
-        inputs=payload.inputs,
-        inputs_dropped=bool(inputs_dropped),
-    )
+def discard_older(db: sqlite3.Connection) -> int:
+    """Drop the shadow comparison records of a state file from before schema 4 (schema 2 kept
+    a row per record, schema 3 mixed records and agreement batches); return how many. They
+    are review data with a retention of days; flags and the audit log are kept as they are.
+    Runs inside the opening transaction."""
+    discarded = 0
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "shadow_comparisons" in tables:
+        discarded += db.execute("SELECT COUNT(*) FROM shadow_comparisons").fetchone()[0]
+        db.execute("DROP TABLE shadow_comparisons")
+    if "shadow_batches" in tables:
+        discarded += db.execute("SELECT COALESCE(SUM(records), 0) FROM shadow_batches").fetchone()[
+            0
+        ]
+        db.execute("DELETE FROM shadow_batches")
+    return int(discarded)

@@ -18,7 +18,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +31,6 @@ from gateway.state.errors import StoreUnavailable, VersionConflict
 from gateway.state.store import (
     AuditEntry,
     ComparisonRecord,
-    Comparisons,
     DiffFn,
     FlagRecord,
     whole_value_diff,
@@ -39,7 +38,7 @@ from gateway.state.store import (
 
 _log = structlog.get_logger("gateway.state")
 
-SCHEMA_VERSION = 3  # 2: shadow_comparisons, 3: shadow comparisons in batches
+SCHEMA_VERSION = 4  # 2: shadow_comparisons, 3: in batches, 4: batches of plain records
 MAX_AUDIT_LIMIT = 10_000
 
 _SCHEMA = """
@@ -155,11 +154,13 @@ class SQLiteStore:
                     f"the state file {self.path} has schema version {found}, newer than this "
                     f"gateway's {SCHEMA_VERSION}"
                 )
+            if 0 < found < SCHEMA_VERSION:
+                discarded = batches.discard_older(db)
+                _log.warning(
+                    "shadow_records_discarded", path=str(self.path), schema=found, records=discarded
+                )
             for statement in _statements(_SCHEMA + batches.SCHEMA):
                 db.execute(statement)
-            if found == 2:
-                moved = batches.migrate_schema_2(db)
-                _log.info("shadow_records_migrated", path=str(self.path), records=moved)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -289,12 +290,12 @@ class SQLiteStore:
             row = db.execute("SELECT value FROM meta WHERE name = 'flag_changes'").fetchone()
         return int(row[0])
 
-    async def add_comparisons(self, records: Comparisons) -> None:
+    async def add_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
         if not records:
             return
         await asyncio.to_thread(self._insert_comparisons, records)
 
-    def _insert_comparisons(self, records: Comparisons) -> None:
+    def _insert_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
         rows = batches.batch_rows(records)  # encoded off the event loop
         with self._transaction("IMMEDIATE") as db:
             db.executemany(batches.INSERT, rows)

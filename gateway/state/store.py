@@ -104,98 +104,6 @@ class ComparisonRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     inputs_dropped: bool = False
 
 
-class AgreementBatch(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """Many one-row shadow runs of one (model, primary, shadow) pair whose top classes
-    agreed, kept as their summary (no inputs, no output data), a column per field.
-
-    Most runs of a sound candidate agree, and each such record differs from the next only in
-    a few fields: as columns they cost the shadow worker and the store a fraction of as many
-    records. `records()` gives the `ComparisonRecord`s it stands for, in order.
-    """
-
-    model: str
-    primary_version: str
-    shadow_version: str
-    shadow_latency_ms: float
-    primary_tensors: dict[str, TensorData]
-    shadow_tensors: dict[str, TensorData]
-    request_ids: list[str]
-    ats: list[float]
-    variants: list[str]
-    cohorts: list[str]
-    contexts: list[dict[str, str | int | float | bool]]
-    classes: list[str]
-    max_abs_diffs: list[float | None]
-    primary_latencies_ms: list[float | None]
-
-    def __len__(self) -> int:
-        return len(self.request_ids)
-
-    def records(self, *, payload: bool = True) -> list[ComparisonRecord]:
-        """The records, with their summary outputs unless `payload` is False."""
-        return [
-            ComparisonRecord(
-                request_id=request_id,
-                at=at,
-                model=self.model,
-                primary_version=self.primary_version,
-                shadow_version=self.shadow_version,
-                outcome="compared",
-                variant=variant,
-                cohort=cohort,
-                context=context,
-                rows=1,
-                agreed_rows=1,
-                agree=True,
-                max_abs_diff=diff,
-                primary_latency_ms=primary_latency_ms,
-                shadow_latency_ms=self.shadow_latency_ms,
-                primary_output=OutputRecord(classes=[top], tensors=self.primary_tensors)
-                if payload
-                else None,
-                shadow_output=OutputRecord(classes=[top], tensors=self.shadow_tensors)
-                if payload
-                else None,
-            )
-            for request_id, at, variant, cohort, context, top, diff, primary_latency_ms in zip(
-                self.request_ids,
-                self.ats,
-                self.variants,
-                self.cohorts,
-                self.contexts,
-                self.classes,
-                self.max_abs_diffs,
-                self.primary_latencies_ms,
-                strict=True,
-            )
-        ]
-
-
-Comparisons = Sequence[ComparisonRecord | AgreementBatch]
-"""Comparison records as shadow mode hands them on: single records and agreement batches."""
-
-
-def expand(comparisons: Comparisons) -> list[ComparisonRecord]:
-    """Every record `comparisons` stand for, in order."""
-    records: list[ComparisonRecord] = []
-    for item in comparisons:
-        if isinstance(item, AgreementBatch):
-            records.extend(item.records())
-        else:
-            records.append(item)
-    return records
-
-
-def records_in(item: ComparisonRecord | AgreementBatch) -> int:
-    """How many records `item` stands for."""
-    return len(item) if isinstance(item, AgreementBatch) else 1
-
-
-def count(comparisons: Comparisons) -> int:
-    """How many records `comparisons` stand for."""
-    return sum(map(records_in, comparisons))
-
-
 def whole_value_diff(before: Any, after: Any) -> list[dict[str, Any]]:
     """The coarsest diff: nothing when equal, else one operation carrying both whole values.
 
@@ -264,9 +172,8 @@ class Store(Protocol):
         """A number that grows on every flag write, in any process sharing the store."""
         ...
 
-    async def add_comparisons(self, records: Comparisons) -> None:
-        """Append a batch of comparison records (and agreement batches, which read back as
-        the records they stand for), all or none."""
+    async def add_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
+        """Append a batch of comparison records, all or none."""
         ...
 
     async def comparisons(

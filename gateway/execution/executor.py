@@ -1,0 +1,417 @@
+"""One version's executor: bounded queues, instance threads, deadlines, dynamic batching.
+
+No model runs on the event loop. A primary request is queued (`infer`, on the loop) and one
+of the version's `instances` threads takes it, with whatever else is queued, as one call of
+up to `max_batch_size` rows (waiting up to `max_queue_delay_ms` after the first request for
+more to join, like Triton's dynamic batcher); each request gets its own rows back. onnxruntime
+and torch release the GIL while they compute, so several versions, and several instances of
+one, use several cores.
+
+Deadlines: every request is abandoned at `timeout_ms` after its arrival, whether it is still
+queued (it never runs) or running (the call goes on; its result is dropped and counted as
+late). A full queue refuses a request at once. Nothing waits without a bound.
+
+Shadows share the executor but never a primary's place in it: they wait in their own bounded
+queue and run on their own thread at the lowest OS scheduling priority (nice 19), so they
+get only CPU time no primary wants, and an instance thread never takes one. A shadow run that
+does not fit the queue is refused (the caller drops and counts it); one past its deadline is
+settled as a timeout by `expire_shadows`, and its late answer, if any, is discarded. The
+threads are daemons: a version that hangs holds up its own queue, never the process's exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from gateway.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Overloaded
+from gateway.execution.batch import Answer, has_batch_dimension, predict
+from gateway.execution.config import ExecutionConfig
+from gateway.observability.execution_metrics import ExecutionMetrics
+from gateway.repository.manifest import Manifest
+from gateway.runtimes.base import ModelRuntime, Tensor
+
+_log = structlog.get_logger("gateway.execution")
+
+QUEUED, RUNNING, SETTLED = 0, 1, 2
+SHADOW_NICE = 19
+TIMEOUT = "timeout"
+
+
+class _Call:
+    """A primary request from its arrival until its future is settled."""
+
+    __slots__ = ("arrived", "future", "inputs", "rows")
+
+    def __init__(
+        self, inputs: Mapping[str, Tensor], rows: int, future: asyncio.Future[Answer], at: float
+    ) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.future = future
+        self.arrived = at
+
+
+class ShadowRun:
+    """One shadow version's run of one request. `job` is the caller's, handed back with the
+    answer; `state` changes under the executor's shadow lock."""
+
+    __slots__ = ("deadline", "inputs", "job", "rows", "state")
+
+    def __init__(self, inputs: Mapping[str, Tensor], rows: int, deadline: float, job: Any) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.deadline = deadline
+        self.job = job
+        self.state = QUEUED
+
+
+ShadowSink = Callable[[str, str, Sequence[ShadowRun], Sequence[Answer]], None]
+"""(model, version, runs, answers): shadow runs that ended, answered or timed out. Called from
+the shadow thread, and from the event loop for timeouts."""
+
+
+def _lower_priority() -> None:
+    """Give the calling thread the lowest scheduling priority (Linux threads are tasks with
+    their own nice value); where that is not possible, the thread runs as it is."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICE)
+
+
+class VersionExecutor:
+    """Runs one loaded version's requests (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        manifest: Manifest,
+        runtime: ModelRuntime,
+        config: ExecutionConfig,
+        metrics: ExecutionMetrics,
+        shadow_sink: ShadowSink,
+    ) -> None:
+        self.model = model
+        self.version = version
+        self.config = config
+        self._manifest = manifest
+        self._runtime = runtime
+        self._metrics = metrics
+        self._shadow_sink = shadow_sink
+        self._batchable = has_batch_dimension(manifest)
+        self.max_rows = config.max_batch_size if self._batchable else 1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._primary_lock = threading.Condition(threading.Lock())
+        self._primaries: deque[_Call] = deque()
+        self._queued_rows = 0
+        self._idle = 0  # instance threads waiting on `_primary_lock`
+        self._busy = 0  # instance threads in a call
+        self._shadow_lock = threading.Condition(threading.Lock())
+        self._shadows: deque[ShadowRun] = deque()
+        self._running_shadows: list[ShadowRun] = []
+        self._shadow_idle = False
+        self._earliest_shadow_deadline = math.inf
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle (event loop) ------------------------------------------------------------
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop whose coroutines await this executor's answers."""
+        self._loop = loop
+
+    def close(self) -> None:
+        """Take no more work; queued primaries fail as not ready, queued shadows are
+        abandoned, idle threads end, a running call finishes on its own thread."""
+        with self._primary_lock:
+            self._closed = True
+            abandoned = list(self._primaries)
+            self._primaries.clear()
+            self._queued_rows = 0
+            self._primary_lock.notify_all()
+        with self._shadow_lock:
+            self._shadows.clear()
+            self._shadow_lock.notify_all()
+        for call in abandoned:
+            if not call.future.done():
+                call.future.set_exception(self._not_ready())
+
+    def join(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` in all for the threads to end (a hung call's thread is a
+        daemon and is left behind)."""
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _not_ready(self) -> ModelNotReady:
+        return ModelNotReady(
+            f"model {self.model!r} version {self.version!r} is not ready: the gateway is stopping"
+        )
+
+    # -- primaries (event loop) --------------------------------------------------------------
+
+    async def infer(self, inputs: Mapping[str, Tensor], rows: int) -> dict[str, Tensor]:
+        """The version's checked outputs for one request. Raises Overloaded when the queue is
+        full, InferenceTimeout past the deadline, InferenceFailed when the version fails."""
+        if self._closed:
+            raise self._not_ready()
+        loop = self._loop
+        if loop is None:  # served before the app's start-up bound it (an app called bare)
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        call = _Call(inputs, rows, future, loop.time())
+        with self._primary_lock:
+            if len(self._primaries) >= self.config.max_queue:
+                self._metrics.count_overload(self.model, self.version, "primary")
+                raise Overloaded(self.model, self.version, self.config.max_queue)
+            self._primaries.append(call)
+            self._queued_rows += rows
+            if not self._threads:
+                self._start_threads()
+            elif self._idle and (len(self._primaries) == 1 or self._queued_rows >= self.max_rows):
+                self._primary_lock.notify()
+        timer = loop.call_at(call.arrived + self.config.timeout_s, self._expire, future)
+        try:
+            answer = await future
+        finally:
+            timer.cancel()
+        if answer.outputs is None:
+            raise InferenceFailed(self.model, self.version, answer.error, kind=answer.kind)
+        return answer.outputs
+
+    def _expire(self, future: asyncio.Future[Answer]) -> None:
+        if not future.done():
+            self._metrics.count_timeout(self.model, self.version, "primary")
+            future.set_exception(InferenceTimeout(self.model, self.version, self.config.timeout_ms))
+
+    def _deliver(self, calls: Sequence[_Call], answers: Sequence[Answer]) -> None:
+        """On the loop: hand each call its answer, unless it was abandoned meanwhile."""
+        late = 0
+        for call, answer in zip(calls, answers, strict=True):
+            future = call.future
+            if future.done():
+                late += not future.cancelled()
+                continue
+            future.set_result(answer)
+        if late:
+            self._metrics.count_late(self.model, self.version, late)
+
+    # -- shadows (event loop) ---------------------------------------------------------------
+
+    def offer_shadow(self, run: ShadowRun) -> bool:
+        """Queue a shadow run if the shadow queue has room; never blocks."""
+        with self._shadow_lock:
+            if self._closed or len(self._shadows) >= self.config.max_shadow_queue:
+                self._metrics.count_overload(self.model, self.version, "shadow")
+                return False
+            self._shadows.append(run)
+            self._earliest_shadow_deadline = min(self._earliest_shadow_deadline, run.deadline)
+            if not self._threads:
+                self._start_threads()
+            if self._shadow_idle and len(self._shadows) == 1:
+                self._shadow_lock.notify()
+        return True
+
+    def expire_shadows(self, now: float) -> int:
+        """Settle every shadow run past its deadline as a timeout (a queued one never runs; a
+        running one's answer will be discarded) and hand them to the sink; how many."""
+        with self._shadow_lock:
+            if now < self._earliest_shadow_deadline:
+                return 0
+            overdue = [
+                run
+                for run in (*self._shadows, *self._running_shadows)
+                if run.state != SETTLED and run.deadline <= now
+            ]
+            for run in overdue:
+                run.state = SETTLED
+            if overdue:
+                self._shadows = deque(run for run in self._shadows if run.state == QUEUED)
+            self._earliest_shadow_deadline = min(
+                (
+                    run.deadline
+                    for run in (*self._shadows, *self._running_shadows)
+                    if run.state != SETTLED
+                ),
+                default=math.inf,
+            )
+        if overdue:
+            self._metrics.count_timeout(self.model, self.version, "shadow", len(overdue))
+            timeout = Answer(None, "no answer within the shadow timeout", TIMEOUT)
+            self._shadow_sink(self.model, self.version, overdue, [timeout] * len(overdue))
+        return len(overdue)
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def _start_threads(self) -> None:
+        """Start the instance threads and the shadow thread (the caller holds a lock)."""
+        name = f"gateway-{self.model}-{self.version}"
+        workers = [
+            threading.Thread(target=self._serve_primaries, name=f"{name}-{index}", daemon=True)
+            for index in range(self.config.instances)
+        ]
+        workers.append(
+            threading.Thread(target=self._serve_shadows, name=f"{name}-shadow", daemon=True)
+        )
+        for thread in workers:
+            thread.start()
+        self._threads = workers
+
+    def _serve_primaries(self) -> None:
+        while True:
+            with self._primary_lock:
+                calls = self._take_primaries()
+                if not calls:
+                    return  # closed
+                self._busy += 1
+            started = time.monotonic()
+            try:
+                answers = predict(self._manifest, self._runtime, [call.inputs for call in calls])
+            except Exception as exc:  # a bug of ours must not kill the instance
+                _log.exception("executor_batch_failed", model=self.model, version=self.version)
+                answers = [Answer(None, f"internal error: {exc}", "exception")] * len(calls)
+            finally:
+                with self._primary_lock:
+                    self._busy -= 1
+            self._metrics.observe_batch(
+                self.model,
+                self.version,
+                sum(call.rows for call in calls),
+                [started - c.arrived for c in calls],
+            )
+            self._post(self._deliver, calls, answers)
+
+    def _take_primaries(self) -> list[_Call]:
+        """The next call's requests, oldest first, up to `max_rows` rows (one request always,
+        whatever its rows); [] once closed. The caller holds `_primary_lock`."""
+        lock, queue = self._primary_lock, self._primaries
+        delay = self.config.max_queue_delay_s
+        while True:
+            while not queue:
+                if self._closed:
+                    return []
+                self._idle += 1
+                lock.wait()
+                self._idle -= 1
+            if self._closed:
+                return []
+            if delay > 0 and self.max_rows > 1 and self._queued_rows < self.max_rows:
+                remaining = queue[0].arrived + delay - time.monotonic()
+                if remaining > 0:
+                    self._idle += 1
+                    lock.wait(remaining)
+                    self._idle -= 1
+                    continue
+            break
+        calls: list[_Call] = []
+        rows = 0
+        while queue:
+            call = queue[0]
+            if call.future.done():  # abandoned while queued: it never runs
+                queue.popleft()
+                self._queued_rows -= call.rows
+                continue
+            if calls and rows + call.rows > self.max_rows:
+                break
+            queue.popleft()
+            self._queued_rows -= call.rows
+            calls.append(call)
+            rows += call.rows
+        if queue and self._idle:
+            lock.notify()  # more is queued: another instance may take it
+        return calls
+
+    def _serve_shadows(self) -> None:
+        _lower_priority()
+        lock = self._shadow_lock
+        while True:
+            with lock:
+                while not self._shadows:
+                    if self._closed:
+                        return
+                    self._shadow_idle = True
+                    lock.wait()
+                    self._shadow_idle = False
+                runs = self._take_shadows()
+                self._running_shadows = runs
+            if not runs:
+                continue
+            try:
+                answers = predict(self._manifest, self._runtime, [run.inputs for run in runs])
+            except Exception as exc:  # a bug of ours must not kill the thread
+                _log.exception(
+                    "executor_shadow_batch_failed", model=self.model, version=self.version
+                )
+                answers = [Answer(None, f"internal error: {exc}", "exception")] * len(runs)
+            with lock:
+                claimed = [
+                    (run, answer)
+                    for run, answer in zip(runs, answers, strict=True)
+                    if run.state == RUNNING
+                ]
+                for run, _ in claimed:
+                    run.state = SETTLED
+                self._running_shadows = []
+            if len(claimed) < len(runs):
+                self._metrics.count_late(self.model, self.version, len(runs) - len(claimed))
+            if claimed:
+                self._metrics.observe_batch(
+                    self.model, self.version, sum(run.rows for run, _ in claimed), ()
+                )
+                self._shadow_sink(
+                    self.model,
+                    self.version,
+                    [run for run, _ in claimed],
+                    [answer for _, answer in claimed],
+                )
+
+    def _take_shadows(self) -> list[ShadowRun]:
+        """Queued shadow runs up to `max_rows` rows (the caller holds `_shadow_lock`)."""
+        runs: list[ShadowRun] = []
+        rows = 0
+        queue = self._shadows
+        while queue:
+            run = queue[0]
+            if run.state != QUEUED:
+                queue.popleft()
+                continue
+            if runs and rows + run.rows > self.max_rows:
+                break
+            queue.popleft()
+            run.state = RUNNING
+            runs.append(run)
+            rows += run.rows
+        return runs
+
+    def _post(self, callback: Callable[..., object], *args: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(callback, *args)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def depths(self) -> tuple[int, int]:
+        """(primary requests, shadow runs) waiting now."""
+        return len(self._primaries), len(self._shadows)
+
+    @property
+    def busy(self) -> int:
+        """Instance threads in a call now."""
+        return self._busy
+
+    @property
+    def shadows_pending(self) -> int:
+        """Shadow runs queued or in a call now."""
+        with self._shadow_lock:
+            return len(self._shadows) + len(self._running_shadows)
