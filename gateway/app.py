@@ -195,6 +195,7 @@ def create_app(
             "control": _constant(control),
             "shadow_service": _constant(shadow),
             "guard": _constant(guard),
+            "executors": _constant(executors),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,

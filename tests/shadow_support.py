@@ -268,3 +268,80 @@ def write_flags(flags_dir: Path, flag: dict[str, Any]) -> Path:
     }
     (flags_dir / "digits.json").write_text(json.dumps(document, indent=2))
     return flags_dir
+
+
+def _torchscript_bytes(trips: int | None) -> bytes:
+    """A TorchScript linear model over the demo signature that first spins `trips` times in
+    scripted code (None: for ever). Scripted code runs without the GIL, as real models do."""
+    import io
+
+    import torch
+
+    weight, bias = (torch.from_numpy(array) for array in _weights())
+
+    class Spin(torch.nn.Module):
+        def __init__(self, trips: int) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(weight, requires_grad=False)
+            self.bias = torch.nn.Parameter(bias, requires_grad=False)
+            self.trips = trips
+
+        def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            spun = torch.zeros(1)
+            done = 0
+            while self.trips < 0 or done < self.trips:
+                spun = spun + 1.0
+                done += 1
+            logits = pixels @ self.weight + self.bias + spun * 0.0
+            return torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
+
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(Spin(-1 if trips is None else trips)), buffer)  # type: ignore[no-untyped-call]
+    return buffer.getvalue()
+
+
+def _torchscript_seconds(trips: int) -> float:
+    import io
+
+    import torch
+
+    module = torch.jit.load(io.BytesIO(_torchscript_bytes(trips)))  # type: ignore[no-untyped-call]
+    pixels = torch.zeros((1, 64))
+    module(pixels)
+    started = time.perf_counter()
+    module(pixels)
+    return time.perf_counter() - started
+
+
+@functools.cache
+def torchscript_trips(target_s: float) -> int:
+    """A spin count that makes the slow TorchScript model take about `target_s` here."""
+    trips = 2_000
+    elapsed = _torchscript_seconds(trips)
+    while elapsed < 0.05:
+        trips *= 8
+        elapsed = _torchscript_seconds(trips)
+    return max(1, int(trips * target_s / elapsed))
+
+
+def write_torchscript_version(
+    model_dir: Path, version: str, trips: int | None, description: str
+) -> None:
+    """A TorchScript version with the demo's signature that spins `trips` times (None: for
+    ever) before answering, and a manifest that tells the truth."""
+    version_dir = model_dir / version
+    version_dir.mkdir(parents=True)
+    path = version_dir / "model.pt"
+    path.write_bytes(_torchscript_bytes(trips))
+    manifest = Manifest(
+        runtime="torchscript",
+        file="model.pt",
+        sha256=sha256_of(path),
+        inputs=INPUTS,
+        outputs=OUTPUTS,
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        description=description,
+        labels=LABELS,
+        platform="pytorch_libtorch",
+    )
+    (version_dir / "manifest.json").write_bytes(encode_manifest(manifest))

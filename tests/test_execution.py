@@ -236,13 +236,46 @@ async def test_a_request_past_its_deadline_is_abandoned_and_its_late_result_coun
     slow.close()
 
 
+def instance_priorities(version: str) -> list[int]:
+    """The nice value of each live instance thread of `version`."""
+    return [
+        os.getpriority(os.PRIO_PROCESS, thread.native_id)
+        for thread in threading.enumerate()
+        if thread.name.startswith(f"gateway-digits-{version}-")
+        and not thread.name.endswith("-shadow")
+        and thread.native_id is not None
+        and thread.is_alive()
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_call_past_its_deadline_goes_on_at_the_lowest_priority(
+    registry: ModelRegistry,
+) -> None:
+    """A call that overruns its deadline keeps its thread only at the lowest OS priority (a
+    runaway model then takes no CPU anything else wants); once it returns, a fresh instance
+    thread at normal priority serves the next request."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    slow = executor(registry, SLOW, max_batch_size=1, timeout_ms=100)
+    with pytest.raises(InferenceTimeout):
+        await slow.infer(pixels(), 1)
+
+    assert instance_priorities(SLOW) == [SHADOW_NICE]
+    await until(lambda: instance_priorities(SLOW) == [base], SLOW_S * 10)
+    quick = executor(registry, "2", max_batch_size=1, timeout_ms=100)
+    await quick.infer(pixels(), 1)
+    assert instance_priorities("2") == [base]
+    slow.close()
+    quick.close()
+
+
 @pytest.mark.anyio
 async def test_a_full_queue_refuses_at_once(registry: ModelRegistry) -> None:
     """With its instance busy and its queue full, a version refuses the next request at once
     (overloaded, counted), and serves the queued one in its turn."""
     metrics = ExecutionMetrics()
     slow = executor(
-        registry, SLOW, metrics, max_batch_size=1, max_queue=1, timeout_ms=SLOW_S * 5000
+        registry, SLOW, metrics, max_batch_size=1, max_queue=1, timeout_ms=SLOW_S * 60_000
     )
     running = asyncio.ensure_future(slow.infer(pixels(), 1))
     await until(lambda: slow.busy == 1)
@@ -271,7 +304,7 @@ async def test_a_full_queue_refuses_at_once(registry: ModelRegistry) -> None:
 async def test_instances_run_calls_side_by_side(registry: ModelRegistry) -> None:
     """With two instances, two slow requests run at the same time (both instance threads
     busy), not one after the other."""
-    slow = executor(registry, SLOW, instances=2, max_batch_size=1, timeout_ms=SLOW_S * 5000)
+    slow = executor(registry, SLOW, instances=2, max_batch_size=1, timeout_ms=SLOW_S * 60_000)
     first = asyncio.ensure_future(slow.infer(pixels(), 1))
     second = asyncio.ensure_future(slow.infer(pixels(), 1))
 
@@ -285,7 +318,7 @@ async def test_shadows_never_take_a_primarys_place(registry: ModelRegistry) -> N
     """Shadow runs queued before a primary do not delay it: the primary is answered while
     most of them still wait, and they run on a thread of the lowest OS priority."""
     shadows = Shadows()
-    slow = executor(registry, SLOW, shadows=shadows, max_batch_size=1, timeout_ms=SLOW_S * 5000)
+    slow = executor(registry, SLOW, shadows=shadows, max_batch_size=1, timeout_ms=SLOW_S * 60_000)
     for index in range(6):
         assert slow.offer_shadow(ShadowRun(pixels(), 1, time.monotonic() + 60, index))
 
@@ -343,7 +376,7 @@ async def test_closing_fails_queued_requests_and_leaves_a_hung_call_behind(
 ) -> None:
     """Closing an executor fails its queued requests as not ready at once, refuses new ones,
     and does not wait for a call that is still running."""
-    slow = executor(registry, SLOW, max_batch_size=1, timeout_ms=SLOW_S * 5000)
+    slow = executor(registry, SLOW, max_batch_size=1, timeout_ms=SLOW_S * 60_000)
     running = asyncio.ensure_future(slow.infer(pixels(), 1))
     await until(lambda: slow.busy == 1)
     queued = asyncio.ensure_future(slow.infer(pixels(), 1))

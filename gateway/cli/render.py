@@ -65,6 +65,25 @@ def print_release(release: dict[str, Any]) -> None:
                 f"error test: log-LR {test.get('statistic', 0):.2f} "
                 f"vs threshold {test.get('threshold', 0):.2f}"
             )
+    execution = release.get("execution") or {}
+    if execution:
+        print("\nexecution (since the gateway started):")
+        print_table(
+            [
+                "VERSION",
+                "INSTANCES",
+                "MAX BATCH",
+                "DEADLINE MS",
+                "QUEUED P/S",
+                "CALLS",
+                "MEAN BATCH",
+                "MEAN QUEUE MS",
+                "TIMEOUTS P/S",
+                "OVERLOADS P/S",
+                "LATE",
+            ],
+            [_execution_row(version, figures) for version, figures in execution.items()],
+        )
     decisions = guard.get("decisions") or []
     if decisions:
         print("\nlast decisions:")
@@ -104,6 +123,28 @@ def _arm_row(name: str, arm: dict[str, Any]) -> list[Any]:
         ms(latency.get("p50_ms")),
         ms(latency.get("p99_ms")),
         "-" if accuracy is None else f"{accuracy:.3f} ({arm['feedback_total']})",
+    ]
+
+
+def _execution_row(version: str, figures: dict[str, Any]) -> list[Any]:
+    config = figures["config"]
+    mean_batch, mean_queue = figures.get("mean_batch_size"), figures.get("mean_queue_ms")
+
+    def pair(counts: dict[str, int]) -> str:
+        return f"{counts.get('primary', 0)}/{counts.get('shadow', 0)}"
+
+    return [
+        version,
+        config["instances"],
+        config["max_batch_size"] if figures.get("batching") else "1 (no batch dim)",
+        f"{config['timeout_ms']:g}",
+        pair(figures["queued"]),
+        figures["calls"],
+        "-" if mean_batch is None else f"{mean_batch:.1f}",
+        "-" if mean_queue is None else f"{mean_queue:.2f}",
+        pair(figures["timeouts"]),
+        pair(figures["overloads"]),
+        figures["late_results"],
     ]
 
 

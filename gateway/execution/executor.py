@@ -50,7 +50,7 @@ TIMEOUT = "timeout"
 class _Call:
     """A primary request from its arrival until its future is settled."""
 
-    __slots__ = ("arrived", "future", "inputs", "rows")
+    __slots__ = ("arrived", "future", "inputs", "rows", "worker")
 
     def __init__(
         self, inputs: Mapping[str, Tensor], rows: int, future: asyncio.Future[Answer], at: float
@@ -59,6 +59,8 @@ class _Call:
         self.rows = rows
         self.future = future
         self.arrived = at
+        self.worker: int | None = None
+        """The native id of the instance thread running it, once one took it."""
 
 
 class ShadowRun:
@@ -80,11 +82,12 @@ ShadowSink = Callable[[str, str, Sequence[ShadowRun], Sequence[Answer]], None]
 the shadow thread, and from the event loop for timeouts."""
 
 
-def _lower_priority() -> None:
-    """Give the calling thread the lowest scheduling priority (Linux threads are tasks with
-    their own nice value); where that is not possible, the thread runs as it is."""
+def _lower_priority(thread_id: int | None = None) -> None:
+    """Give a thread (the calling one by default) the lowest scheduling priority (Linux
+    threads are tasks with their own nice value); where that is not possible, it runs as it
+    is. Lowering is always allowed; raising it back needs a privilege the gateway lacks."""
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICE)
+        os.setpriority(os.PRIO_PROCESS, thread_id or threading.get_native_id(), SHADOW_NICE)
 
 
 class VersionExecutor:
@@ -116,6 +119,7 @@ class VersionExecutor:
         self._queued_rows = 0
         self._idle = 0  # instance threads waiting on `_primary_lock`
         self._busy = 0  # instance threads in a call
+        self._demoted: set[int] = set()  # instance threads whose call overran its deadline
         self._shadow_lock = threading.Condition(threading.Lock())
         self._shadows: deque[ShadowRun] = deque()
         self._running_shadows: list[ShadowRun] = []
@@ -179,7 +183,7 @@ class VersionExecutor:
                 self._start_threads()
             elif self._idle and (len(self._primaries) == 1 or self._queued_rows >= self.max_rows):
                 self._primary_lock.notify()
-        timer = loop.call_at(call.arrived + self.config.timeout_s, self._expire, future)
+        timer = loop.call_at(call.arrived + self.config.timeout_s, self._expire, call)
         try:
             answer = await future
         finally:
@@ -188,10 +192,32 @@ class VersionExecutor:
             raise InferenceFailed(self.model, self.version, answer.error, kind=answer.kind)
         return answer.outputs
 
-    def _expire(self, future: asyncio.Future[Answer]) -> None:
-        if not future.done():
-            self._metrics.count_timeout(self.model, self.version, "primary")
-            future.set_exception(InferenceTimeout(self.model, self.version, self.config.timeout_ms))
+    def _expire(self, call: _Call) -> None:
+        """At the deadline, on the loop: abandon the request; a call that runs past it goes on
+        at the lowest priority (see `_demote`)."""
+        future = call.future
+        if future.done():
+            return
+        self._metrics.count_timeout(self.model, self.version, "primary")
+        future.set_exception(InferenceTimeout(self.model, self.version, self.config.timeout_ms))
+        if call.worker is not None:
+            self._demote(call.worker)
+
+    def _demote(self, worker: int) -> None:
+        """A call that outlives its deadline (a slow or hung model) keeps computing, but only
+        on CPU time nothing else wants: its thread drops to the lowest priority, and is
+        replaced by a fresh instance thread once the call returns (if it ever does)."""
+        with self._primary_lock:
+            if worker in self._demoted or self._closed:
+                return
+            self._demoted.add(worker)
+        _lower_priority(worker)
+        _log.warning(
+            "executor_call_overran",
+            model=self.model,
+            version=self.version,
+            timeout_ms=self.config.timeout_ms,
+        )
 
     def _deliver(self, calls: Sequence[_Call], answers: Sequence[Answer]) -> None:
         """On the loop: hand each call its answer, unless it was abandoned meanwhile."""
@@ -255,23 +281,44 @@ class VersionExecutor:
     def _start_threads(self) -> None:
         """Start the instance threads and the shadow thread (the caller holds a lock)."""
         name = f"gateway-{self.model}-{self.version}"
-        workers = [
-            threading.Thread(target=self._serve_primaries, name=f"{name}-{index}", daemon=True)
-            for index in range(self.config.instances)
-        ]
+        workers = [self._instance_thread(index) for index in range(self.config.instances)]
         workers.append(
             threading.Thread(target=self._serve_shadows, name=f"{name}-shadow", daemon=True)
         )
+        self._threads = workers
         for thread in workers:
             thread.start()
-        self._threads = workers
 
-    def _serve_primaries(self) -> None:
+    def _replace_instance(self, index: int) -> None:
+        with self._primary_lock:
+            if self._closed:
+                return
+            replacement = self._instance_thread(index)
+            self._threads[index] = replacement
+        replacement.start()
+
+    def _instance_thread(self, index: int) -> threading.Thread:
+        return threading.Thread(
+            target=self._serve_primaries,
+            args=(index,),
+            name=f"gateway-{self.model}-{self.version}-{index}",
+            daemon=True,
+        )
+
+    def _serve_primaries(self, index: int) -> None:
+        me = threading.get_native_id()
         while True:
             with self._primary_lock:
+                if me in self._demoted:  # its call overran: a fresh thread takes its place
+                    self._demoted.discard(me)
+                    # Started from the loop's thread: a thread inherits its creator's priority.
+                    self._post(self._replace_instance, index)
+                    return
                 calls = self._take_primaries()
                 if not calls:
                     return  # closed
+                for call in calls:
+                    call.worker = me
                 self._busy += 1
             started = time.monotonic()
             try:

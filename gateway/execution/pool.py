@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
+import msgspec
 import structlog
 
 from gateway.errors import ModelNotReady
@@ -44,6 +46,7 @@ class Executors:
                     self._shadow_done,
                 )
         metrics.read_depths_from(self._depths)
+        self._metrics = metrics
         self._sweeper: asyncio.Task[None] | None = None
 
     def on_shadow_answers(self, sink: ShadowSink) -> None:
@@ -58,6 +61,24 @@ class Executors:
 
     def __iter__(self) -> Iterator[VersionExecutor]:
         return iter(self._executors.values())
+
+    def status(self, model: str, versions: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """For each of the model's `versions` that has an executor: its configuration, what
+        waits in its queues now, and its figures since the process started."""
+        found: dict[str, dict[str, Any]] = {}
+        for version in versions:
+            executor = self._executors.get((model, version))
+            if executor is None:
+                continue
+            primaries, shadows = executor.depths()
+            found[version] = {
+                "config": msgspec.to_builtins(executor.config),
+                "batching": executor.max_rows > 1,
+                "queued": {"primary": primaries, "shadow": shadows},
+                "busy_instances": executor.busy,
+                **self._metrics.summary(model, version),
+            }
+        return found
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ from gateway.control.guarding import GuardService
 from gateway.control.releases import FlagEdit
 from gateway.dataplane.codec import encode_json
 from gateway.errors import InvalidRequest
+from gateway.execution.pool import Executors
 from gateway.flags import operations
 from gateway.http.auth import principal_of, release_manager_guard, viewer_guard
 from gateway.state import FlagRecord
@@ -179,9 +180,23 @@ class ReleasesController(Controller):
         model: FromPath[str],
         control: NamedDependency[ReleaseControl],
         guard: NamedDependency[GuardService],
+        executors: NamedDependency[Executors],
     ) -> Response[bytes]:
         record = await control.release_record(model)
-        return json_response(release_view(record) | {"guard": guard.status(model)}, record)
+        view = release_view(record)
+        versions = {
+            version
+            for route in view["variants"].values()
+            for version in (route["serve"], *(s["version"] for s in route.get("shadow", [])))
+        }
+        return json_response(
+            view
+            | {
+                "guard": guard.status(model),
+                "execution": executors.status(model, sorted(versions)),
+            },
+            record,
+        )
 
     @post("/rollout", guards=[release_manager_guard], status_code=200, summary="Candidate %")
     async def rollout(

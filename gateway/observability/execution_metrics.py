@@ -25,6 +25,10 @@ Depths = Callable[[], Iterable[tuple[str, str, int, int]]]
 _Key = tuple[str, str, str]  # model, version, priority
 
 
+def _by_priority(counts: dict[_Key, int], key: tuple[str, str]) -> dict[str, int]:
+    return {priority: counts.get((*key, priority), 0) for priority in ("primary", "shadow")}
+
+
 class ExecutionMetrics(Collector):
     """`gateway_executor_*` families (see the module docstring)."""
 
@@ -71,17 +75,23 @@ class ExecutionMetrics(Collector):
         with self._lock:
             self._late[(model, version)] = self._late.get((model, version), 0) + count
 
-    def counts(self, model: str, version: str) -> dict[str, int]:
-        """This version's timeouts, overloads and late results so far (for the release status)."""
+    def summary(self, model: str, version: str) -> dict[str, object]:
+        """This version's figures since the process started, for the release status: calls
+        and their rows (with the batch size histogram), time queued, and by priority the
+        timeouts and overloads; late results."""
+        key = (model, version)
         with self._lock:
+            calls, rows, by_size = self._batch_rows.totals(key)
+            waits, waited_s, _ = self._queued.totals(key)
             return {
-                "timeouts": sum(
-                    n for (m, v, _), n in self._timeouts.items() if (m, v) == (model, version)
-                ),
-                "overloads": sum(
-                    n for (m, v, _), n in self._overloads.items() if (m, v) == (model, version)
-                ),
-                "late_results": self._late.get((model, version), 0),
+                "calls": calls,
+                "rows": int(rows),
+                "mean_batch_size": rows / calls if calls else None,
+                "batch_sizes": by_size,
+                "mean_queue_ms": 1000 * waited_s / waits if waits else None,
+                "timeouts": _by_priority(self._timeouts, key),
+                "overloads": _by_priority(self._overloads, key),
+                "late_results": self._late.get(key, 0),
             }
 
     def collect(self) -> Iterator[Metric]:

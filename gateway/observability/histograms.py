@@ -65,6 +65,17 @@ class HistogramCounts:
             counts = self._counts[key] = [0.0] * (len(self._bounds) + 2)
         return counts
 
+    def totals(self, key: tuple[str, ...]) -> tuple[int, float, dict[str, int]]:
+        """Under the label values `key`: how many values, their sum, and the count in each
+        bucket by its upper bound (not cumulative; empty buckets left out)."""
+        counts = self._counts.get(key)
+        if counts is None:
+            return 0, 0.0, {}
+        by_bucket = {
+            edge: int(count) for edge, count in zip(self._edges, counts[:-1], strict=True) if count
+        }
+        return int(sum(counts[:-1])), counts[-1], by_bucket
+
     def family(self) -> HistogramMetricFamily:
         """The family as prometheus-client exports it: cumulative buckets, then the sum."""
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
