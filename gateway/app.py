@@ -14,6 +14,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from gateway.control import ReleaseControl
+from gateway.control.gate import OfflineGate, registry_manifests
 from gateway.control.guarding import GuardService
 from gateway.dataplane import DataPlane
 from gateway.execution.pool import Executors
@@ -105,6 +106,7 @@ def create_app(
         router,
         known_versions,
         metrics,
+        OfflineGate(registry_manifests(registry)),
         flags_dir=settings.flags_dir,
         poll_interval_s=settings.flag_poll_interval_s,
     )

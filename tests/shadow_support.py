@@ -296,7 +296,7 @@ def _torchscript_bytes(trips: int | None) -> bytes:
             return torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
 
     buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(Spin(-1 if trips is None else trips)), buffer)  # type: ignore[no-untyped-call]
+    torch.jit.save(torch.jit.script(Spin(-1 if trips is None else trips)), buffer)
     return buffer.getvalue()
 
 

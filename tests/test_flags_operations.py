@@ -220,7 +220,7 @@ def test_disable_and_enable_switch_the_state() -> None:
 def test_rollback_sends_all_traffic_to_the_baseline() -> None:
     """rollback: cohorts gone, candidate at 0 %, baseline the default, other metadata kept."""
     flag = demo_flag()
-    flag["metadata"]["guard.max_error_rate"] = 0.05
+    flag["metadata"]["guard.maxErrorRate"] = 0.05
     flag["defaultVariant"] = "candidate"
     result = checked(rollback(set_rollout(flag, "4", 50)))
     assert result["targeting"] == {"fractional": [["baseline", 100], ["candidate", 0]]}
@@ -230,7 +230,7 @@ def test_rollback_sends_all_traffic_to_the_baseline() -> None:
         "baseline": "baseline",
         "candidate": "candidate",
         "fallback": True,
-        "guard.max_error_rate": 0.05,
+        "guard.maxErrorRate": 0.05,
     }
     for tier in ("beta", "gold"):
         assert variants_of(result, {"tier": tier}) == Counter({"1": 400})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,9 @@ def test_demo_file_validates_into_its_release() -> None:
         "baseline",
         True,
     )
-    assert release.policy["fallback"] is True
+    assert release.metadata["fallback"] is True
+    assert release.policy.fallback is True
+    assert [name for name, _ in release.policy.cohorts] == ["beta"]
 
 
 def test_flagd_core_evaluates_the_validated_demo() -> None:
@@ -71,14 +74,18 @@ def test_flagd_core_evaluates_the_validated_demo() -> None:
     assert (details.variant, details.value) == ("candidate", {"serve": "2"})
 
 
-def test_unknown_metadata_keys_are_kept_in_the_policy() -> None:
-    """guard.* and other unknown metadata keys are tolerated and preserved as written."""
+def test_metadata_keys_no_release_reads_are_refused_but_free_text_is_kept() -> None:
+    """A metadata key no part of a release reads (a typo) is refused naming it; the free-text
+    keys are kept as written."""
     flag = demo_flag()
-    flag["metadata"] |= {"guard.max_error_rate": 0.02, "guard.window_s": 300, "owner": "ml"}
-    policy = validate_flag(DEMO_KEY, flag, KNOWN).policy
-    assert policy["guard.max_error_rate"] == 0.02
-    assert policy["guard.window_s"] == 300
-    assert policy["owner"] == "ml"
+    flag["metadata"] |= {"owner": "ml", "description": "the digits release"}
+    release = validate_flag(DEMO_KEY, flag, KNOWN)
+    assert release.metadata["owner"] == "ml"
+    for key in ("guard.max_error_rate", "gaurd.alpha", "window_s"):
+        flag = demo_flag()
+        flag["metadata"][key] = 0.02
+        with pytest.raises(InvalidFlag, match=re.escape(repr(key))):
+            validate_flag(DEMO_KEY, flag, KNOWN)
 
 
 def test_fallback_can_be_switched_off() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gateway.control.gate import OfflineGate
 from gateway.control.releases import ReleaseControl
 from gateway.flags import Router
 from gateway.flags.operations import describe_release, set_rollout
@@ -79,7 +80,12 @@ class Replica:
     def __init__(self, state: Path, flags_dir: Path, clock: Clock) -> None:
         self.store = SQLiteStore(state)
         self.control = ReleaseControl(
-            self.store, Router(KNOWN, {MODEL: "1"}), KNOWN, GatewayMetrics(), flags_dir=flags_dir
+            self.store,
+            Router(KNOWN, {MODEL: "1"}),
+            KNOWN,
+            GatewayMetrics(),
+            OfflineGate(lambda _model, _version: None),  # no manifests: nothing to judge
+            flags_dir=flags_dir,
         )
         self.live = GuardStats()
         self.clock = clock

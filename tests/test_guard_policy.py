@@ -130,6 +130,6 @@ def test_a_flag_with_guard_metadata_stays_a_valid_release() -> None:
     flag = demo_flag()
     flag["metadata"].update(GuardPolicy(min_sample=250, max_latency_ms=40.0).to_metadata())
     release = validate_flag(DEMO_KEY, flag, KNOWN)
-    policy = GuardPolicy.from_metadata(release.policy)
+    policy = release.policy.guard
     assert policy.min_sample == 250
     assert policy.max_latency_ms == 40.0

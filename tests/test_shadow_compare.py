@@ -4,7 +4,6 @@ the summary's grouping, release policies, time ranges and cohorts."""
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -15,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.flags.document import Release, Route
+from gateway.flags.policy import parse_policy
 from gateway.repository.manifest import TensorSpec
-from gateway.shadow.cohorts import CohortResolver
+from gateway.shadow.cohorts import cohort_of
 from gateway.shadow.compare import (
     compare,
     input_record,
@@ -24,7 +24,6 @@ from gateway.shadow.compare import (
     output_record,
     tensor_bytes,
 )
-from gateway.shadow.policy import ShadowPolicy, policy_problems, release_policy
 from gateway.shadow.summary import quantile, summarise, wilson_interval
 from gateway.shadow.timerange import parse_instant, time_range
 from gateway.state import ComparisonRecord
@@ -223,48 +222,6 @@ def test_summary_of_errors_only_has_no_agreement() -> None:
     assert stats.errors.shadow == 1
 
 
-DEFAULTS = ShadowPolicy(timeout_s=0.5, keep_inputs=False, max_input_bytes=100)
-
-
-def test_release_policy_reads_shadow_metadata() -> None:
-    """`shadow.*` metadata overrides each default; other metadata is ignored."""
-    policy = release_policy(
-        {
-            "shadow.timeoutMs": 250,
-            "shadow.keepInputs": True,
-            "shadow.maxInputBytes": 2048,
-            "fallback": True,
-        },
-        DEFAULTS,
-    )
-
-    assert policy == ShadowPolicy(timeout_s=0.25, keep_inputs=True, max_input_bytes=2048)
-    assert release_policy({}, DEFAULTS) == DEFAULTS
-    assert policy_problems({"shadow.timeoutMs": 250.5, "shadow.maxInputBytes": 4.0}) == []
-
-
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("shadow.timeoutMs", 0),
-        ("shadow.timeoutMs", "250"),
-        ("shadow.timeoutMs", True),
-        ("shadow.timeoutMs", math.inf),
-        ("shadow.maxInputBytes", 1.5),
-        ("shadow.keepInputs", "yes"),
-        ("shadow.maxInputBytes", -1),
-        ("shadow.maxInputBytes", 10**9),
-    ],
-)
-def test_invalid_shadow_metadata_is_reported_and_keeps_the_default(key: str, value: Any) -> None:
-    """A bad value is named by policy_problems, and the release runs with the default."""
-    problems = policy_problems({key: value})
-
-    assert len(problems) == 1
-    assert key in problems[0]
-    assert release_policy({key: value}, DEFAULTS) == DEFAULTS
-
-
 def test_time_range_reads_epoch_iso_and_ages() -> None:
     """Epoch seconds, ISO 8601 (UTC when unzoned) and ages before now are all accepted."""
     now = 1_000_000.0
@@ -288,7 +245,7 @@ def test_time_range_refuses_what_it_cannot_read(since: str, until: str | None) -
 
 
 def release_with_cohorts(cohorts: dict[str, Any]) -> Release:
-    policy = {f"cohort.{name}": json.dumps(rule) for name, rule in cohorts.items()}
+    metadata = {f"cohort.{name}": json.dumps(rule) for name, rule in cohorts.items()}
     return Release(
         key="digits-release",
         model="digits",
@@ -297,7 +254,8 @@ def release_with_cohorts(cohorts: dict[str, Any]) -> Release:
         routes=MappingProxyType({"baseline": Route("1"), "candidate": Route("2")}),
         state="ENABLED",
         default_variant="baseline",
-        policy=MappingProxyType(policy),
+        metadata=MappingProxyType(dict(metadata)),
+        policy=parse_policy(metadata),
     )
 
 
@@ -310,10 +268,8 @@ def test_cohort_is_the_first_named_rule_the_context_matches() -> None:
             "eu": {"starts_with": [{"var": "region"}, "eu-"]},
         }
     )
-    resolver = CohortResolver()
-
-    assert resolver.cohort(release, "TARGETING_MATCH", "k", {"tier": "beta"}) == "beta"
-    assert resolver.cohort(release, "TARGETING_MATCH", "k", {"region": "eu-west"}) == "eu"
-    assert resolver.cohort(release, "TARGETING_MATCH", "k", {"tier": "free"}) == ""
-    assert resolver.cohort(release, "DISABLED", "k", {"tier": "beta"}) == ""
-    assert resolver.cohort(None, "TARGETING_MATCH", "k", {"tier": "beta"}) == ""
+    assert cohort_of(release, "TARGETING_MATCH", "k", {"tier": "beta"}) == "beta"
+    assert cohort_of(release, "TARGETING_MATCH", "k", {"region": "eu-west"}) == "eu"
+    assert cohort_of(release, "TARGETING_MATCH", "k", {"tier": "free"}) == ""
+    assert cohort_of(release, "DISABLED", "k", {"tier": "beta"}) == ""
+    assert cohort_of(None, "TARGETING_MATCH", "k", {"tier": "beta"}) == ""

@@ -156,7 +156,9 @@ def test_a_full_shadow_queue_drops_shadow_work_and_counts_it(make_client: MakeCl
 def test_a_failing_primary_is_recorded_beside_its_shadow(make_client: MakeClient) -> None:
     """When the served version fails, the client gets the same error as without shadows, and
     the comparison keeps the primary's error and the shadow's answer."""
-    client = make_client(release_flag([("2", 100)], serve=RAISES))
+    # The baseline has no offline metrics to judge the candidate by: let it past the gate.
+    flag = release_flag([("2", 100)], serve=RAISES, metadata={"guard.offlineOverride": "2"})
+    client = make_client(flag)
     body = v2_body(PIXELS[5])
     pinned = client.post(f"/v2/models/digits/versions/{RAISES}/infer", json=body)
 

@@ -4,24 +4,20 @@ through `ReleaseControl` as audited flag writes, and ramps start behind the offl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
 
-from gateway.control.releases import ReleaseControl
+from gateway.control.releases import InForce, ReleaseControl
 from gateway.dataplane import Prediction
 from gateway.dataplane.classes import predicted_classes
-from gateway.errors import GatewayError
-from gateway.flags import operations
 from gateway.guard import (
     ErrorKind,
     GuardMonitor,
-    GuardPolicy,
     GuardStats,
     GuardTarget,
     PredictionLog,
-    check_offline,
     ramp_state,
     webhook_poster,
 )
@@ -29,7 +25,6 @@ from gateway.guard import ramp as ramps
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
 from gateway.shadow.service import ShadowOutcome
-from gateway.state import FlagRecord
 
 _log = structlog.get_logger("gateway.guard")
 Clock = Callable[[], float]
@@ -68,7 +63,7 @@ class GuardService:
             webhook_timeout_s=webhook_timeout_s,
             clock=clock,
         )
-        self._records: dict[str, FlagRecord] = {}
+        self._in_force: dict[str, InForce] = {}
         control.on_reload(self.sync)
 
     # -- the request path ------------------------------------------------------------------
@@ -104,42 +99,40 @@ class GuardService:
 
     # -- following the flags ---------------------------------------------------------------
 
-    def sync(self, records: dict[str, FlagRecord]) -> None:
+    def sync(self, in_force: Mapping[str, InForce]) -> None:
         """Give every release a window for the flag version in force; forget the others."""
-        by_model = {}
+        by_model: dict[str, InForce] = {}
         now = self._clock()
-        for record in records.values():
-            description = operations.describe_release(record.flag)
-            model = description["model"]
-            by_model[model] = record
+        for applied in in_force.values():
+            release, record = applied.release, applied.record
+            by_model[release.model] = applied
             self.live.sync_release(
-                model,
+                release.model,
                 record.version,
-                baseline=(description["baseline"]["variant"], description["baseline"]["version"]),
-                candidate=(
-                    description["candidate"]["variant"],
-                    description["candidate"]["version"],
-                ),
+                baseline=(release.baseline, release.baseline_route.serve),
+                candidate=(release.candidate, release.candidate_route.serve),
                 now=now,
             )
         for model in set(self.live.windows()) - set(by_model):
             self.live.drop_release(model)
-        self._records = by_model
+        self._in_force = by_model
 
     async def _targets(self) -> Sequence[GuardTarget]:
+        """The releases to judge: enabled ones whose stored policy parsed (a release whose
+        policy did not has its automation off, and is not judged)."""
         targets = []
-        for model, record in self._records.items():
+        for model, applied in self._in_force.items():
+            release = applied.release
             window = self.live.window(model)
-            if window is None or record.flag.get("state") == "DISABLED":
+            if window is None or not release.enabled or not release.policy.automated:
                 continue
-            metadata = record.flag.get("metadata", {})
             targets.append(
                 GuardTarget(
                     model=model,
-                    flag_version=record.version,
-                    policy=GuardPolicy.from_metadata(metadata),
+                    flag_version=applied.record.version,
+                    policy=release.policy.guard,
                     window=window,
-                    ramp=ramp_state(record.flag),
+                    ramp=release.policy.ramp,
                 )
             )
         return targets
@@ -187,40 +180,22 @@ class GuardService:
 
     # -- release manager operations ----------------------------------------------------------
 
-    def offline_gate(self, model: str, version: str, *, force: bool) -> dict[str, Any] | None:
-        """Refuse (OfflineGateRefused) a candidate worse offline than the baseline, unless
-        forced; the evidence of a forced override, for the audit entry."""
-        record = self._records.get(model)
-        if record is None:
-            return None
-        description = operations.describe_release(record.flag)
-        try:
-            baseline = self._registry.version(model, description["baseline"]["version"]).manifest
-            candidate = self._registry.version(model, version).manifest
-        except GatewayError:
-            return None  # an unknown version: flag validation refuses it with its own words
-        if baseline is None or candidate is None:
-            return None
-        policy = GuardPolicy.from_metadata(record.flag.get("metadata", {}))
-        comparison = check_offline(
-            baseline,
-            candidate,
-            policy,
-            force=force,
-            baseline_version=description["baseline"]["version"],
-            candidate_version=version,
-        )
-        return {"offline_gate": comparison.evidence()} if comparison.forced else None
-
     def status(self, model: str) -> dict[str, Any]:
         """The guard's view of a release for `GET /admin/releases/{model}`."""
-        record = self._records.get(model)
+        applied = self._in_force.get(model)
         window = self.live.window(model)
         now = self._clock()
-        policy = GuardPolicy.from_metadata(record.flag.get("metadata", {})) if record else None
+        release_policy = applied.release.policy if applied else None
+        policy = release_policy.guard if release_policy else None
         quantile = policy.latency_quantile if policy else 0.99
-        ramp = ramp_state(record.flag) if record else None
+        ramp = release_policy.ramp if release_policy else None
         return {
+            "automation": None
+            if release_policy is None
+            else {
+                "enabled": release_policy.automated,
+                "problem": release_policy.problem or None,
+            },
             "policy": policy.to_metadata() if policy else None,
             "ramp": ramp.describe(now) if ramp else None,
             "window": None

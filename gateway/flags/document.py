@@ -14,9 +14,12 @@ model and which variants are the baseline and the candidate:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+
+if TYPE_CHECKING:
+    from gateway.flags.policy import ReleasePolicy
 
 SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
 
@@ -70,9 +73,10 @@ class Release(msgspec.Struct, frozen=True):
     routes: Mapping[str, Route]
     state: FlagState
     default_variant: str
-    policy: Mapping[str, MetadataValue]
-    """Every metadata entry besides model/baseline/candidate (fallback, guard.*, cohort.*,
-    and keys this code does not know yet), kept as written."""
+    metadata: Mapping[str, MetadataValue]
+    """The flag's metadata as written."""
+    policy: ReleasePolicy
+    """The metadata parsed (`gateway.flags.policy`)."""
 
     @property
     def enabled(self) -> bool:
@@ -89,4 +93,4 @@ class Release(msgspec.Struct, frozen=True):
     @property
     def fallback(self) -> bool:
         """Whether a failing candidate is answered from the baseline (on unless switched off)."""
-        return bool(self.policy.get(META_FALLBACK, True))
+        return self.policy.fallback

@@ -14,6 +14,12 @@ class InvalidFlag(FlagError):
     that is not a route, a version the repository lacks, metadata that names no variant."""
 
 
+class InvalidPolicy(InvalidFlag):
+    """A release policy entry of a flag's metadata (`guard.*`, `shadow.*`, `ramp.*`,
+    `cohort.*`, `fallback`, or a key no release reads) that is unknown, of the wrong type or
+    out of range. The message names the key, the value and what is allowed."""
+
+
 class InvalidOperation(FlagError):
     """A release-manager operation that cannot apply to this flag as it stands
     (a percentage out of range, a rollout to the baseline's own version, ...)."""

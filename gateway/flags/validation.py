@@ -22,7 +22,6 @@ from gateway.flags.document import (
     COHORT_PREFIX,
     META_BASELINE,
     META_CANDIDATE,
-    META_FALLBACK,
     META_MODEL,
     RELEASE_KEYS,
     MetadataValue,
@@ -30,8 +29,9 @@ from gateway.flags.document import (
     Route,
     decode_route,
 )
-from gateway.flags.errors import InvalidFlag
+from gateway.flags.errors import InvalidFlag, InvalidPolicy
 from gateway.flags.plan import cohort_names, name_cohorts, read_plan
+from gateway.flags.policy import parse_policy, stored_policy
 from gateway.flags.targeting import targeting_problems
 from gateway.flags.versions import KnownVersions, VersionLookup, VersionStatus, version_lookup
 from gateway.repository.names import validate_name
@@ -41,12 +41,19 @@ DOCUMENT_PROPERTIES = ("$schema", "flags", "metadata")
 _ROUTE_SHAPE = '{"serve": "<version>", "shadow": [{"version": "<version>", "percent": 0..100}]}'
 
 
-def validate_flag(key: str, flag: Any, known_versions: KnownVersions) -> Release:
-    """The Release `flag` describes, or InvalidFlag saying what is wrong with it."""
-    return _FlagCheck(key, version_lookup(known_versions)).release(flag)
+def validate_flag(
+    key: str, flag: Any, known_versions: KnownVersions, *, stored: bool = False
+) -> Release:
+    """The Release `flag` describes, or InvalidFlag saying what is wrong with it (InvalidPolicy
+    for its metadata). `stored`: a flag already in the store, whose policy may have been
+    written by another version of the gateway: a policy that does not parse leaves the
+    release serving with its automation off (`ReleasePolicy.problem`) instead of failing."""
+    return _FlagCheck(key, version_lookup(known_versions), stored=stored).release(flag)
 
 
-def validate_document(doc: Any, known_versions: KnownVersions) -> dict[str, Release]:
+def validate_document(
+    doc: Any, known_versions: KnownVersions, *, stored: bool = False
+) -> dict[str, Release]:
     """Every Release of a flagd document (flag key -> Release), at most one per model."""
     if not isinstance(doc, dict):
         raise InvalidFlag("a flag document must be a JSON object with a 'flags' object")
@@ -66,7 +73,7 @@ def validate_document(doc: Any, known_versions: KnownVersions) -> dict[str, Rele
     releases: dict[str, Release] = {}
     by_model: dict[str, str] = {}
     for key, flag in flags.items():
-        release = _FlagCheck(key, lookup).release(flag)
+        release = _FlagCheck(key, lookup, stored=stored).release(flag)
         if release.model in by_model:
             raise InvalidFlag(
                 f"flags {by_model[release.model]!r} and {key!r} both release model "
@@ -113,11 +120,12 @@ def _check_metadata(where: str, metadata: Any) -> None:
 
 
 class _FlagCheck:
-    def __init__(self, key: Any, lookup: VersionLookup) -> None:
+    def __init__(self, key: Any, lookup: VersionLookup, *, stored: bool = False) -> None:
         if not isinstance(key, str) or not key:
             raise InvalidFlag("a flag key must be a non-empty string")
         self.key = key
         self.lookup = lookup
+        self.stored = stored
 
     def fail(self, problem: str) -> NoReturn:
         raise InvalidFlag(f"flag {self.key!r}: {problem}")
@@ -134,7 +142,13 @@ class _FlagCheck:
         if problems:
             self.fail("; ".join(problems))
         self.check_cohorts(targeting, metadata)
-        policy = {k: v for k, v in metadata.items() if k not in RELEASE_KEYS}
+        if self.stored:
+            policy = stored_policy(metadata)
+        else:
+            try:
+                policy = parse_policy(metadata)
+            except InvalidPolicy as exc:
+                raise InvalidPolicy(f"flag {self.key!r}: {exc}") from None
         return Release(
             key=self.key,
             model=model,
@@ -143,7 +157,8 @@ class _FlagCheck:
             routes=MappingProxyType(routes),
             state=flag["state"],
             default_variant=flag["defaultVariant"],
-            policy=MappingProxyType(policy),
+            metadata=MappingProxyType(dict(metadata)),
+            policy=policy,
         )
 
     def check_structure(self, flag: Any) -> None:
@@ -181,8 +196,6 @@ class _FlagCheck:
                 self.fail(f"metadata {role!r} names variant {name!r}, which the flag lacks")
         if baseline == candidate:
             self.fail("metadata 'baseline' and 'candidate' name the same variant")
-        if not isinstance(metadata.get(META_FALLBACK, True), bool):
-            self.fail(f"metadata {META_FALLBACK!r} must be true or false")
         return model, baseline, candidate
 
     def route(self, name: str, value: Any) -> Route:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.errors import GatewayError
-from gateway.flags.errors import InvalidOperation
+from gateway.flags.errors import InvalidOperation, InvalidPolicy
 
 if TYPE_CHECKING:
     from gateway.guard.offline_gate import OfflineComparison
@@ -19,9 +19,15 @@ class GuardError(GatewayError):
     """Base of every error the guard raises on purpose."""
 
 
-class InvalidPolicy(GuardError):
-    """A `guard.*` metadata entry of a release that is unknown, of the wrong type or out of
-    range. The message names the key."""
+__all__ = [
+    "GuardError",
+    "InvalidPolicy",
+    "InvalidRamp",
+    "OfflineGateRefused",
+    "RampInProgress",
+    "RampNotFound",
+    "WebhookFailed",
+]
 
 
 class InvalidRamp(GuardError, InvalidOperation):

@@ -15,8 +15,12 @@ so a typo never silently falls back to a default.
 | `guard.maxLatencyMs` | max_latency_ms | off | ceiling on the candidate's quantile (0 = off) |
 | `guard.minLiveAccuracy` | min_live_accuracy | off | live accuracy needed to advance (0 = off) |
 | `guard.minFeedback` | min_feedback | 50 | labelled predictions that accuracy needs |
+| `guard.accuracyAlpha` | accuracy_alpha | 0.005 | false-alarm bound of the accuracy test |
+| `guard.accuracyMargin` | accuracy_margin | 0.02 | breach only when this far below the baseline |
+| `guard.accuracyMinFeedback` | accuracy_min_feedback | 100 | labels each arm needs (0 = rule off) |
 | `guard.offlineTolerance` | offline_tolerance | 0.01 | how far below the baseline offline |
 | `guard.offlineMetrics` | offline_metrics | "accuracy,macro_f1" | what the offline gate compares |
+| `guard.offlineOverride` | offline_override | none | versions let past the offline gate |
 | `guard.autoRollback` | auto_rollback | true | false: decide and report, never roll back |
 | `fallback` | fallback | true | a failing candidate is answered by the baseline |
 
@@ -32,7 +36,7 @@ from typing import Any, Final
 import msgspec
 
 from gateway.flags.document import META_FALLBACK, MetadataValue
-from gateway.guard.errors import InvalidPolicy
+from gateway.flags.errors import InvalidPolicy
 
 GUARD_PREFIX: Final = "guard."
 OFFLINE_METRICS: Final = ("accuracy", "macro_f1")
@@ -54,8 +58,14 @@ class GuardPolicy(msgspec.Struct, frozen=True, kw_only=True):
     max_latency_ms: float | None = None
     min_live_accuracy: float | None = None
     min_feedback: int = 50
+    accuracy_alpha: float = 0.005
+    accuracy_margin: float = 0.02
+    accuracy_min_feedback: int | None = 100
     offline_tolerance: float = 0.01
     offline_metrics: tuple[str, ...] = OFFLINE_METRICS
+    offline_override: tuple[str, ...] = ()
+    """Versions that pass the offline gate whatever their metrics (a forced start written
+    into the flag, for flag files, which have no `force`)."""
     auto_rollback: bool = True
     fallback: bool = True
 
@@ -89,6 +99,8 @@ class GuardPolicy(msgspec.Struct, frozen=True, kw_only=True):
             if value is None:
                 value = 0
             elif isinstance(value, tuple):
+                if not value:
+                    continue
                 value = ",".join(value)
             metadata[key] = value
         metadata[META_FALLBACK] = self.fallback
@@ -98,7 +110,7 @@ class GuardPolicy(msgspec.Struct, frozen=True, kw_only=True):
         """Built directly or from metadata, a policy holds only values its keys accept."""
         for key, (field, read) in _KEYS.items():
             value = getattr(self, field)
-            if value is not None:
+            if value is not None and value != ():
                 parsed = read(key, ",".join(value) if isinstance(value, tuple) else value)
                 if parsed is _OFF:  # only metadata spells "off" as 0; a field says None
                     raise InvalidPolicy(f"{field} is off as None, not 0 (metadata {key!r}: 0)")
@@ -154,6 +166,33 @@ def _number(span: str, accepts: Callable[[float], bool], *, off: bool = False) -
     return read
 
 
+def _integer_or_off(minimum: int) -> _Reader:
+    exact = _integer(minimum)
+
+    def read(key: str, value: MetadataValue) -> Any:
+        if value == 0 and not isinstance(value, bool):
+            return _OFF
+        try:
+            return exact(key, value)
+        except InvalidPolicy:
+            raise InvalidPolicy(
+                f"metadata {key!r} must be an integer of at least {minimum} (0 switches it "
+                f"off), not {value!r}"
+            ) from None
+
+    return read
+
+
+def _versions(key: str, value: MetadataValue) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",")) if isinstance(value, str) else ()
+    if not names or not all(names):
+        raise InvalidPolicy(
+            f"metadata {key!r} must name versions separated by commas, like '5' or '5,6'; "
+            f"not {value!r}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def _metrics(key: str, value: MetadataValue) -> tuple[str, ...]:
     names = tuple(n.strip() for n in value.split(",")) if isinstance(value, str) else ()
     if not names or any(name not in OFFLINE_METRICS for name in names):
@@ -184,7 +223,14 @@ _KEYS: Final[dict[str, tuple[str, _Reader]]] = {
         _number("above 0 and at most 1", lambda v: 0 < v <= 1, off=True),
     ),
     "guard.minFeedback": ("min_feedback", _integer(1)),
+    "guard.accuracyAlpha": (
+        "accuracy_alpha",
+        _number("between 0 and 1 (exclusive)", lambda v: 0 < v < 1),
+    ),
+    "guard.accuracyMargin": ("accuracy_margin", _number("from 0 to 1", lambda v: 0 <= v <= 1)),
+    "guard.accuracyMinFeedback": ("accuracy_min_feedback", _integer_or_off(1)),
     "guard.offlineTolerance": ("offline_tolerance", _number("from 0 to 1", lambda v: 0 <= v <= 1)),
     "guard.offlineMetrics": ("offline_metrics", _metrics),
+    "guard.offlineOverride": ("offline_override", _versions),
     "guard.autoRollback": ("auto_rollback", _boolean),
 }

@@ -95,11 +95,13 @@ async def edit_release(
     action: str,
     reason: str,
     edit: FlagEdit,
-    evidence: dict[str, Any] | None = None,
+    *,
+    force: bool = False,
     extra: Callable[[], dict[str, Any]] | None = None,
 ) -> Response[bytes]:
     """One release operation on behalf of the caller: audited with their name and reason,
-    refused on a stale If-Match; answers the release as it now is, with its ETag."""
+    refused on a stale If-Match (and behind the offline gate unless `force`); answers the
+    release as it now is, with its ETag."""
     record = await control.edit(
         model,
         edit,
@@ -107,7 +109,7 @@ async def edit_release(
         expected_version=expected_version(request),
         actor=principal_of(request).name,
         reason=reason,
-        evidence=evidence,
+        force=force,
     )
     return json_response(release_view(record) | (extra() if extra else {}), record)
 
@@ -156,6 +158,7 @@ class FlagsController(Controller):
         key: FromPath[str],
         control: NamedDependency[ReleaseControl],
         reason: FromQuery[str] = "",
+        force: FromQuery[bool] = False,
     ) -> Response[bytes]:
         flag = await decode_body(request, dict[str, Any])
         record = await control.replace(
@@ -164,6 +167,7 @@ class FlagsController(Controller):
             expected_version=expected_version(request),
             actor=principal_of(request).name,
             reason=reason,
+            force=force,
         )
         return json_response(record.flag, record)
 
@@ -207,15 +211,14 @@ class ReleasesController(Controller):
         guard: NamedDependency[GuardService],
     ) -> Response[bytes]:
         body = await decode_body(request, RolloutBody)
-        evidence = guard.offline_gate(model, body.version, force=body.force)
         return await edit_release(
             request,
             control,
             model,
-            "rollout_forced" if evidence else "rollout",
+            "rollout",
             body.reason,
             lambda flag: operations.set_rollout(flag, body.version, body.percent),
-            evidence,
+            force=body.force,
         )
 
     @post("/cohorts", guards=[release_manager_guard], status_code=200, summary="Add a cohort rule")

@@ -55,16 +55,15 @@ class RampController(Controller):
         guard: NamedDependency[GuardService],
     ) -> Response[bytes]:
         body = await decode_body(request, RampBody)
-        evidence = guard.offline_gate(model, body.version, force=body.force)
         now = time.time()
         return await edit_release(
             request,
             control,
             model,
-            "ramp_start_forced" if evidence else "ramp_start",
+            "ramp_start",
             body.reason,
             lambda flag: ramps.start_ramp(flag, body.version, body.steps, body.bake_s, now),
-            evidence,
+            force=body.force,
             extra=lambda: {"guard": guard.status(model)},
         )
 

@@ -16,6 +16,9 @@ from collections.abc import Mapping
 
 import msgspec
 
+from gateway.flags.errors import InvalidPolicy
+
+PREFIX = "shadow."
 META_TIMEOUT_MS = "shadow.timeoutMs"
 META_KEEP_INPUTS = "shadow.keepInputs"
 META_MAX_INPUT_BYTES = "shadow.maxInputBytes"
@@ -61,35 +64,56 @@ class ShadowConfig(msgspec.Struct, frozen=True, kw_only=True):
     """How often dropped shadow work is logged (as one line with the counts)."""
 
 
-def policy_problems(metadata: Mapping[str, object]) -> list[str]:
-    """What is wrong with the `shadow.*` metadata of a flag (empty when all is well)."""
-    problems: list[str] = []
-    if META_TIMEOUT_MS in metadata and _timeout_s(metadata[META_TIMEOUT_MS]) is None:
-        problems.append(
-            f"metadata {META_TIMEOUT_MS!r} must be a number of milliseconds in "
-            f"(0, {MAX_TIMEOUT_MS:.0f}]"
+class ShadowOverrides(msgspec.Struct, frozen=True, kw_only=True):
+    """What a release's `shadow.*` metadata sets (None: the gateway's default)."""
+
+    timeout_s: float | None = None
+    keep_inputs: bool | None = None
+    max_input_bytes: int | None = None
+
+    def resolve(self, defaults: ShadowPolicy) -> ShadowPolicy:
+        return ShadowPolicy(
+            timeout_s=defaults.timeout_s if self.timeout_s is None else self.timeout_s,
+            keep_inputs=defaults.keep_inputs if self.keep_inputs is None else self.keep_inputs,
+            max_input_bytes=defaults.max_input_bytes
+            if self.max_input_bytes is None
+            else self.max_input_bytes,
         )
-    if META_KEEP_INPUTS in metadata and not isinstance(metadata[META_KEEP_INPUTS], bool):
-        problems.append(f"metadata {META_KEEP_INPUTS!r} must be true or false")
-    if META_MAX_INPUT_BYTES in metadata and _input_bytes(metadata[META_MAX_INPUT_BYTES]) is None:
-        problems.append(
-            f"metadata {META_MAX_INPUT_BYTES!r} must be a whole number of bytes in "
-            f"[0, {MAX_INPUT_BYTES}]"
-        )
-    return problems
 
 
-def release_policy(metadata: Mapping[str, object], defaults: ShadowPolicy) -> ShadowPolicy:
-    """`defaults` with each valid `shadow.*` entry of `metadata` applied; an invalid entry
-    keeps its default (`policy_problems` says which)."""
-    timeout_s = _timeout_s(metadata.get(META_TIMEOUT_MS))
-    keep = metadata.get(META_KEEP_INPUTS)
-    size = _input_bytes(metadata.get(META_MAX_INPUT_BYTES))
-    return ShadowPolicy(
-        timeout_s=defaults.timeout_s if timeout_s is None else timeout_s,
-        keep_inputs=keep if isinstance(keep, bool) else defaults.keep_inputs,
-        max_input_bytes=defaults.max_input_bytes if size is None else size,
-    )
+_ALLOWED = {
+    META_TIMEOUT_MS: f"a number of milliseconds above 0 up to {MAX_TIMEOUT_MS:.0f}",
+    META_KEEP_INPUTS: "true or false",
+    META_MAX_INPUT_BYTES: f"a whole number of bytes from 0 to {MAX_INPUT_BYTES}",
+}
+
+
+def shadow_overrides(metadata: Mapping[str, object]) -> ShadowOverrides:
+    """The `shadow.*` entries of a flag's metadata; InvalidPolicy naming the first key that
+    is unknown or whose value is not allowed."""
+    values: dict[str, object] = {}
+    for key, value in metadata.items():
+        if not key.startswith(PREFIX):
+            continue
+        if key not in _ALLOWED:
+            raise InvalidPolicy(
+                f"metadata {key!r} is not a shadow setting; the shadow settings are "
+                + ", ".join(repr(k) for k in _ALLOWED)
+            )
+        parsed: object
+        if key == META_TIMEOUT_MS:
+            parsed = _timeout_s(value)
+            field = "timeout_s"
+        elif key == META_KEEP_INPUTS:
+            parsed = value if isinstance(value, bool) else None
+            field = "keep_inputs"
+        else:
+            parsed = _input_bytes(value)
+            field = "max_input_bytes"
+        if parsed is None:
+            raise InvalidPolicy(f"metadata {key!r} is {value!r}; it must be {_ALLOWED[key]}")
+        values[field] = parsed
+    return ShadowOverrides(**values)  # type: ignore[arg-type]
 
 
 def _number(value: object) -> float | None:

@@ -17,7 +17,7 @@ from gateway.flags.router import RouteDecision
 from gateway.repository import ModelRegistry
 from gateway.repository.manifest import Manifest, TensorSpec
 from gateway.runtimes.base import Tensor
-from gateway.shadow.cohorts import Attribute, CohortResolver
+from gateway.shadow.cohorts import Attribute, cohort_of
 from gateway.shadow.compare import agreement, input_record, max_abs_diff, output_record
 from gateway.shadow.policy import ShadowConfig, ShadowPolicy
 from gateway.state import ComparisonOutcome, ComparisonRecord, OutputRecord, TensorData
@@ -61,7 +61,6 @@ class RecordMaker:
     def __init__(self, registry: ModelRegistry, config: ShadowConfig) -> None:
         self._registry = registry
         self._config = config
-        self._cohorts = CohortResolver()
 
     def classes(self, model: str, version: str, outputs: Mapping[str, Tensor]) -> list[str] | None:
         """`version`'s predicted class per row (`dataplane.classes`), by its manifest."""
@@ -162,7 +161,7 @@ class RecordMaker:
             shadow_version=version,
             outcome=outcome,
             variant=decision.variant or "",
-            cohort=self._cohorts.cohort(
+            cohort=cohort_of(
                 decision.release, decision.reason, request.targeting_key, request.context
             ),
             context=dict(request.context),

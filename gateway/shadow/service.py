@@ -32,7 +32,7 @@ from gateway.flags.document import Release, ShadowTarget
 from gateway.flags.router import RouteDecision
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
-from gateway.shadow.policy import ShadowConfig, ShadowPolicy, release_policy
+from gateway.shadow.policy import ShadowConfig, ShadowPolicy
 from gateway.shadow.recorder import ComparisonRecorder
 from gateway.shadow.records import RecordMaker, ShadowJob, ShadowRequest
 from gateway.shadow.summary import ShadowSummary, summarise
@@ -153,7 +153,7 @@ class ShadowService:
         cached = self._policies.get(release.key)
         if cached is not None and cached[0] is release:
             return cached[1]
-        policy = release_policy(release.policy, defaults)
+        policy = release.policy.shadow.resolve(defaults)
         self._policies[release.key] = (release, policy)
         return policy
 
