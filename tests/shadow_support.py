@@ -1,12 +1,12 @@
 """Real model versions that fail in the ways shadow mode must survive, and flag helpers.
 
 `build_fault_repository` copies the demo `digits` versions (1 logistic, 2 MLP, 3 corrupted
-labels, 4 raising at inference) and adds ONNX versions built here with onnx.helper, each with
-the demo's signature and a true manifest:
+labels, 4 raising at inference, 5 transformer) and adds ONNX versions built here with
+onnx.helper, each with the demo's signature and a true manifest:
 
-- 5 answers NaN probabilities (non-finite output),
-- 6 answers probabilities of shape [rows, 9] (breaks the declared [-1, 10]),
-- 7 runs an ONNX Loop of a calibrated trip count before answering: about SLOW_S seconds of
+- 6 answers NaN probabilities (non-finite output),
+- 7 answers probabilities of shape [rows, 9] (breaks the declared [-1, 10]),
+- 8 runs an ONNX Loop of a calibrated trip count before answering: about SLOW_S seconds of
   real work per request, whatever the machine.
 """
 
@@ -30,7 +30,7 @@ from gateway.demo.digits import INPUTS, LABELS, OUTPUTS
 from gateway.repository.manifest import Manifest, encode_manifest, sha256_of
 from tests.conftest import REPO_ROOT
 
-RAISES, NAN, WRONG_SHAPE, SLOW = "4", "5", "6", "7"
+RAISES, NAN, WRONG_SHAPE, SLOW = "4", "6", "7", "8"
 SLOW_S = 1.0
 OPSET = 17
 
@@ -185,7 +185,7 @@ def write_version(model_dir: Path, version: str, artifact: bytes, description: s
 
 
 def build_fault_repository(demo_models: Path, root: Path) -> Path:
-    """The demo versions 1-4 plus versions 5 (NaN), 6 (wrong shape) and 7 (slow)."""
+    """The demo versions 1-5 plus versions 6 (NaN), 7 (wrong shape) and 8 (slow)."""
     shutil.copytree(demo_models, root)
     model_dir = root / "digits"
     write_version(model_dir, NAN, nan_model(), "Answers NaN probabilities.")
