@@ -3,9 +3,12 @@
 Token t is row t of the 8x8 image (eight pixels), embedded linearly, plus a learned position
 embedding; pre-norm encoder blocks (multi-head self-attention, then a ReLU feed-forward, each
 behind a layer norm and a residual); the tokens mean-pooled, normalised and projected to the
-ten classes. It exists to give the gateway a model whose single-row call costs milliseconds
-and whose batched call costs far less per row, as real transformers do, so that batching has
-something to win.
+ten classes. It exists to give the gateway a model whose single-row call costs about a
+millisecond and whose batched call costs several times less per row, so that batching has
+something to win. Deep and narrow on purpose: on one CPU thread a single row then costs
+mostly onnxruntime's fixed cost per operator, which a batch pays once, while a wide shallow
+transformer of the same latency is compute-bound and gains little from batching (figures in
+models/README.md).
 
 Like `networks.py`, imported only by `gateway.demo.digits` when building, never by the
 server; the ONNX graph is written with `onnx.helper` from the trained weights (operator by
@@ -35,7 +38,7 @@ from gateway.demo.networks import (
 TOKENS = 8  # image rows
 TOKEN_PIXELS = PIXELS // TOKENS  # pixels per row
 LAYER_NORM_EPSILON = 1e-5
-_BATCH_SIZE = 128
+_BATCH_SIZE = 128  # fewer, larger steps: the narrow blocks cost torch more per step than per row
 _POSITION_INIT_STD = 0.02
 
 
@@ -104,7 +107,8 @@ def train_transformer(
     learning_rate: float,
     seed: int,
 ) -> DigitsTransformer:
-    """Train with AdamW and a cosine learning-rate decay, seeded and on one thread.
+    """Train with AdamW and a one-cycle learning rate (warm-up, then cosine decay), seeded and
+    on one thread.
 
     The same inputs give bit-identical weights on one machine: one thread keeps float sums in
     one order, and every op used is deterministic on the CPU.
