@@ -172,6 +172,7 @@ def gateway_server(
     path: str,
     stdout: Path,
     stderr: Path,
+    name: str = "gateway",
 ) -> Server:
     """The gateway through its own CLI: `gateway serve --workers 1 --log-format json`.
 
@@ -200,7 +201,7 @@ def gateway_server(
         *extra_args,
     ]
     return Server(
-        name="gateway",
+        name=name,
         command=command,
         env={
             "GATEWAY_STATE_PATH": str(scratch / "state.db"),
@@ -261,6 +262,77 @@ def minimal_server(
             **env,
         },
         cwd=working_dir,
+        port=port,
+        path=path,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+MLSERVER_RUNTIME_DIR = Path(__file__).resolve().parent / "mlserver"
+
+
+def mlserver_server(
+    *,
+    venv: Path,
+    port: int,
+    grpc_port: int,
+    model_file: Path,
+    model_name: str,
+    model_version: str,
+    max_batch_size: int,
+    max_batch_time_s: float,
+    parallel_workers: int,
+    metrics: bool,
+    scratch: Path,
+    path: str,
+    stdout: Path,
+    stderr: Path,
+) -> Server:
+    """MLServer from its own venv (bench/mlserver/setup.sh), serving `model_file` through
+    bench/mlserver/onnx_runtime.py with adaptive batching.
+
+    Its settings are written to `scratch`: settings.json (ports, workers, no debug logging, no
+    gzip, metrics server only with `metrics`) and one model folder with model-settings.json.
+    The runtime module is found through PYTHONPATH, in the worker processes too.
+    """
+    mlserver = venv / "bin" / "mlserver"
+    if not mlserver.is_file():
+        raise RuntimeError(f"no {mlserver}: run bash bench/mlserver/setup.sh first")
+    repository = scratch / "mlserver"
+    model_dir = repository / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "host": HOST,
+        "http_port": port,
+        "grpc_port": grpc_port,
+        "parallel_workers": parallel_workers,
+        # debug (the default) logs at DEBUG level and every request through uvicorn's access
+        # log; metrics add a third server and per-request middleware. Neither is what this
+        # benchmark compares, so both are off unless asked for.
+        "debug": False,
+        "gzip_enabled": False,
+        "metrics_endpoint": "/metrics" if metrics else None,
+        "metrics_port": free_port(),
+        "metrics_dir": str(scratch / "mlserver-metrics"),
+        "environments_dir": str(scratch / "mlserver-envs"),
+        "model_repository_root": str(repository),
+        "load_models_at_startup": True,
+    }
+    model_settings = {
+        "name": model_name,
+        "implementation": "onnx_runtime.OnnxRuntime",
+        "max_batch_size": max_batch_size,
+        "max_batch_time": max_batch_time_s,
+        "parameters": {"uri": str(model_file), "version": model_version},
+    }
+    (repository / "settings.json").write_bytes(msgspec.json.encode(settings))
+    (model_dir / "model-settings.json").write_bytes(msgspec.json.encode(model_settings))
+    return Server(
+        name="mlserver",
+        command=[str(mlserver), "start", str(repository)],
+        env={"PYTHONPATH": str(MLSERVER_RUNTIME_DIR), "PYTHONUNBUFFERED": "1"},
+        cwd=scratch,
         port=port,
         path=path,
         stdout=stdout,

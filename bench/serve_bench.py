@@ -16,26 +16,34 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from bench._load import WRK, LoadResult, run_wrk, write_lua_script
+from bench._load import WRK, LoadResult, write_lua_script
+from bench._runs import (
+    Run,
+    measure,
+    medians,
+    package_versions,
+    print_ratios,
+    print_run,
+    print_table,
+    request_body,
+    round_ratios,
+    sources_digest,
+    wrk_version,
+)
 from bench._servers import (
     MINIMAL_TARGET,
     Server,
@@ -48,34 +56,6 @@ from bench._servers import (
 GATEWAY, MINIMAL = "gateway", "minimal"
 MAX_ROUNDS = 50
 MAX_DURATION_S = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    round: int
-    server: str
-    result: LoadResult
-
-    def as_dict(self) -> dict[str, Any]:
-        r = self.result
-        return {
-            "round": self.round,
-            "server": self.server,
-            "requests": r.wrk.requests,
-            "duration_s": r.wrk.duration_us / 1e6,
-            "requests_per_s": r.requests_per_s,
-            "p50_ms": r.wrk.p50_us / 1000,
-            "p90_ms": r.wrk.p90_us / 1000,
-            "p99_ms": r.wrk.p99_us / 1000,
-            "max_ms": r.wrk.max_us / 1000,
-            "server_cpu_s": r.server_cpu_s,
-            "server_cpu_us_per_request": r.server_cpu_us_per_request,
-            "wrk_cpu_us_per_request": r.client_cpu_us_per_request,
-            "host_busy": r.host_busy,
-            "other_cpus": r.other_cpus,
-            "errors": r.wrk.errors,
-            "status_errors": r.wrk.status_errors,
-        }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -180,25 +160,6 @@ def _pairs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
             parser.error(f"expected KEY=VALUE, got {item!r}")
         pairs[key] = value
     return pairs
-
-
-def request_body(digit: int) -> tuple[bytes, int]:
-    """A V2 request for one held-out digit (1 x 64 FP32 pixels), and its true label."""
-    from gateway.demo.digits import held_out_digits
-
-    pixels, labels = held_out_digits()
-    row = pixels[digit]
-    body = {
-        "inputs": [
-            {
-                "name": "pixels",
-                "shape": [1, int(row.size)],
-                "datatype": "FP32",
-                "data": [float(v) for v in row],
-            }
-        ]
-    }
-    return msgspec.json.encode(body), int(labels[digit])
 
 
 def default_version(model_dir: Path) -> str:
@@ -306,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = _measure(servers[name], script, args, args.duration)
                 run = Run(round_index + 1, name, result)
                 runs.append(run)
-                _print_run(run)
+                print_run(run)
         for server in servers.values():
             server.check_alive()
 
@@ -326,125 +287,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _measure(server: Server, script: Path, args: argparse.Namespace, seconds: float) -> LoadResult:
-    server.check_alive()
-    result = run_wrk(
-        server.url,
-        script,
-        duration_s=seconds,
-        connections=args.connections,
-        threads=args.threads,
-        server_pid=server.pid,
+    return measure(
+        server, script, seconds=seconds, connections=args.connections, threads=args.threads
     )
-    server.check_alive()
-    if result.wrk.errors:
-        print(
-            f"warning: {server.name}: {result.wrk.errors} errors "
-            f"({result.wrk.status_errors} non-2xx) in {result.wrk.requests} requests",
-            file=sys.stderr,
-        )
-    return result
-
-
-def _print_run(run: Run) -> None:
-    r = run.result
-    print(
-        f"  round {run.round} {run.server:8} {r.requests_per_s:8.0f} req/s  "
-        f"p50 {r.wrk.p50_us / 1000:6.2f} ms  p99 {r.wrk.p99_us / 1000:6.2f} ms  "
-        f"cpu {r.server_cpu_us_per_request:6.1f} µs/req  host busy {r.host_busy:4.0%}  "
-        f"others {r.other_cpus:4.2f} cores",
-        flush=True,
-    )
-
-
-_METRICS = ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")
 
 
 def summarize(runs: list[Run]) -> dict[str, Any]:
     """Medians per server, and the medians of the per-round gateway/minimal ratios."""
-    by_server: dict[str, list[dict[str, Any]]] = {GATEWAY: [], MINIMAL: []}
-    for run in runs:
-        by_server[run.server].append(run.as_dict())
-    medians = {
-        server: {
-            metric: statistics.median(r[metric] for r in rows) if rows else None
-            for metric in (*_METRICS, "wrk_cpu_us_per_request", "host_busy", "other_cpus")
-        }
-        for server, rows in by_server.items()
+    pairs = min(sum(run.server == name for run in runs) for name in (GATEWAY, MINIMAL))
+    return {
+        "rounds": pairs,
+        "median": medians(runs, [GATEWAY, MINIMAL]),
+        "ratio_gateway_over_minimal": round_ratios(runs, GATEWAY, MINIMAL),
     }
-    pairs = list(zip(by_server[GATEWAY], by_server[MINIMAL], strict=False))
-    ratios: dict[str, Any] = {}
-    for metric in _METRICS:
-        per_round = [g[metric] / m[metric] for g, m in pairs if m[metric]]
-        ratios[metric] = {
-            "median": statistics.median(per_round) if per_round else None,
-            "min": min(per_round, default=None),
-            "max": max(per_round, default=None),
-            "per_round": per_round,
-        }
-    return {"rounds": len(pairs), "median": medians, "ratio_gateway_over_minimal": ratios}
 
 
 def print_report(runs: list[Run], summary: dict[str, Any]) -> None:
-    header = (
-        f"{'round':>5}  {'server':8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'cpu µs/req':>10} {'wrk µs/req':>10} {'busy':>5} {'others':>6} {'errors':>6}"
+    print_table(runs, summary["median"])
+    print()
+    print_ratios(
+        f"gateway / minimal, median of {summary['rounds']} alternating pairs",
+        summary["ratio_gateway_over_minimal"],
     )
-    print()
-    print(header)
-    print("-" * len(header))
-    for run in sorted(runs, key=lambda run: (run.round, run.server)):
-        r = run.result
-        print(
-            f"{run.round:>5}  {run.server:8} {r.requests_per_s:8.0f} {r.wrk.p50_us / 1000:7.2f} "
-            f"{r.wrk.p99_us / 1000:7.2f} {r.server_cpu_us_per_request:10.1f} "
-            f"{r.client_cpu_us_per_request:10.1f} {r.host_busy:5.0%} {r.other_cpus:6.2f} "
-            f"{r.wrk.errors:6d}"
-        )
-    print("-" * len(header))
-    for server, medians in summary["median"].items():
-        if medians["requests_per_s"] is None:
-            continue
-        print(
-            f"{'med':>5}  {server:8} {medians['requests_per_s']:8.0f} {medians['p50_ms']:7.2f} "
-            f"{medians['p99_ms']:7.2f} {medians['server_cpu_us_per_request']:10.1f} "
-            f"{medians['wrk_cpu_us_per_request']:10.1f} {medians['host_busy']:5.0%} "
-            f"{medians['other_cpus']:6.2f}"
-        )
-    ratios = summary["ratio_gateway_over_minimal"]
-    print()
-    print(f"gateway / minimal, median of {summary['rounds']} alternating pairs (min..max):")
-    labels = {
-        "requests_per_s": "requests/s",
-        "server_cpu_us_per_request": "CPU/request",
-        "p50_ms": "p50",
-        "p99_ms": "p99",
-    }
-    for metric, label in labels.items():
-        ratio = ratios[metric]
-        if ratio["median"] is not None:
-            print(f"  {label:12} {ratio['median']:.3f}  ({ratio['min']:.3f}..{ratio['max']:.3f})")
-
-
-def sources_digest(package: Path) -> str:
-    """sha256 over the gateway's .py files (path and content): which code was measured."""
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def environment(
     args: argparse.Namespace, version: str, model_file: Path, sources: str, elapsed_s: float
 ) -> dict[str, Any]:
-    def package(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    wrk_version = subprocess.run(
-        [WRK, "--version"], capture_output=True, text=True, check=False, timeout=10
-    ).stdout.splitlines()[:1]
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "label": args.label,
@@ -453,11 +322,10 @@ def environment(
         "cpus_usable": len(os.sched_getaffinity(0)),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "packages": {
-            name: package(name)
-            for name in ("granian", "litestar", "msgspec", "onnxruntime", "numpy", "structlog")
-        },
-        "wrk": wrk_version[0] if wrk_version else None,
+        "packages": package_versions(
+            ("granian", "litestar", "msgspec", "onnxruntime", "numpy", "structlog")
+        ),
+        "wrk": wrk_version(),
         "gateway_sources_sha256": sources,
         "rounds": args.rounds,
         "duration_s": args.duration,

@@ -79,7 +79,7 @@ def test_server_and_model_metadata(client: Client) -> None:
     assert server["name"] == "release-gateway"
     model = client.get("/v2/models/digits").json()
     assert model["name"] == "digits"
-    assert model["versions"] == ["1", "2", "3", "4"]
+    assert model["versions"] == ["1", "2", "3", "4", "5"]
     assert model["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}]
     assert model["parameters"]["version"] == "1"
     assert model["parameters"]["offline_metrics"]["accuracy"] > 0.8

@@ -33,8 +33,8 @@ from gateway.runtimes import RuntimeOptions, create_runtime
 from gateway.runtimes.base import Tensor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VERSIONS = ["1", "2", "3", "4"]
-HEALTHY = ["1", "2", "3"]
+VERSIONS = ["1", "2", "3", "4", "5"]
+HEALTHY = ["1", "2", "3", "5"]
 
 
 def _manifest(models: Path, version: str) -> Manifest:
@@ -48,7 +48,7 @@ def _run(models: Path, version: str) -> dict[str, Tensor]:
 
 
 def test_committed_recipe_and_model_spec_agree() -> None:
-    """The committed recipe parses, lists versions 1-4 and holds model.json's default version."""
+    """The committed recipe parses, lists versions 1-5 and holds model.json's default version."""
     recipe = load_recipe(REPO_ROOT / "models" / "digits" / "recipe.json")
     spec = read_model_spec(REPO_ROOT / "models" / "digits")
     assert list(recipe.versions) == VERSIONS
@@ -90,7 +90,7 @@ def test_manifests_describe_their_artifacts(demo_models: Path) -> None:
         ]
         assert manifest.labels == LABELS
         assert manifest.created.endswith("Z")
-    expected = {"1": "onnx", "2": "onnx", "3": "torchscript", "4": "onnx"}
+    expected = {"1": "onnx", "2": "onnx", "3": "torchscript", "4": "onnx", "5": "onnx"}
     for version, runtime in expected.items():
         manifest = _manifest(demo_models, version)
         assert manifest.runtime == runtime
@@ -112,7 +112,7 @@ def test_manifest_accuracy_is_what_the_artifact_scores(demo_models: Path) -> Non
 
 
 def test_healthy_versions_honour_the_signature(demo_models: Path) -> None:
-    """Versions 1-3 take any batch size and return softmax rows and their argmax label."""
+    """Versions 1-3 and 5 take any batch size and return softmax rows and their argmax label."""
     pixels, _ = held_out_digits()
     for version in HEALTHY:
         manifest = _manifest(demo_models, version)
@@ -187,7 +187,7 @@ def test_build_rebuilds_stale_and_forced_versions_deterministically(
         before, after = _run(demo_models, version), _run(copy, version)
         np.testing.assert_array_equal(after["label"], before["label"])
         np.testing.assert_array_equal(after["probabilities"], before["probabilities"])
-    for version in ("1", "2", "4"):  # ONNX is byte-for-byte reproducible; TorchScript is not
+    for version in ("1", "2", "4", "5"):  # ONNX is byte-for-byte reproducible; TorchScript not
         assert _manifest(copy, version).sha256 == _manifest(demo_models, version).sha256
 
 
@@ -198,5 +198,28 @@ def test_build_rejects_a_recipe_with_unknown_fields(tmp_path: Path) -> None:
     recipe["versions"]["1"]["epoch"] = 3
     (tmp_path / "digits" / "recipe.json").write_text(json.dumps(recipe))
     with pytest.raises(RecipeError, match="unknown field"):
+        build_demo(tmp_path, progress=lambda _line: None)
+    assert not (tmp_path / "digits" / "1").exists()
+
+
+@pytest.mark.parametrize(
+    ("version", "change", "words"),
+    [
+        ("5", {"heads": 3}, "multiple of heads"),
+        ("5", {"runtime": "torchscript"}, "ONNX export"),
+        ("5", {"learning_rate": 0.0}, "learning_rate > 0"),
+        ("2", {"layers": 4}, "for transformers only"),
+    ],
+)
+def test_build_rejects_a_transformer_recipe_that_cannot_be_built(
+    tmp_path: Path, version: str, change: dict[str, object], words: str
+) -> None:
+    """A transformer whose width does not split into its heads, that is not ONNX, or has no
+    learning rate, and an MLP with transformer fields, are refused before anything is trained."""
+    (tmp_path / "digits").mkdir()
+    recipe = json.loads((REPO_ROOT / "models" / "digits" / "recipe.json").read_text())
+    recipe["versions"][version].update(change)
+    (tmp_path / "digits" / "recipe.json").write_text(json.dumps(recipe))
+    with pytest.raises(RecipeError, match=words):
         build_demo(tmp_path, progress=lambda _line: None)
     assert not (tmp_path / "digits" / "1").exists()

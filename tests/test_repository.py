@@ -93,15 +93,15 @@ def test_unsafe_directory_names_are_skipped(repository: Path) -> None:
     (repository / "digits" / "bad name").mkdir()
     registry = ModelRegistry.load(repository, RuntimeOptions())
     assert "bad name" not in registry.model("digits").versions
-    assert registry.model("digits").sorted_versions() == ["1", "2", "3", "4"]
+    assert registry.model("digits").sorted_versions() == ["1", "2", "3", "4", "5"]
 
 
 def test_default_version_without_model_spec_is_newest_ready(repository: Path) -> None:
     """Without model.json the newest READY version (natural order) serves by default."""
     (repository / "digits" / "model.json").unlink()
     registry = ModelRegistry.load(repository, RuntimeOptions())
-    # 4 loads (it fails only at inference), so it is the newest ready one.
-    assert registry.model("digits").default_version == "4"
+    # 5, the transformer, is the newest version, and it loads and serves.
+    assert registry.model("digits").default_version == "5"
 
 
 def test_onnx_only_process_never_imports_torch(demo_models: Path) -> None:

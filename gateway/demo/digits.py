@@ -1,4 +1,4 @@
-"""The `digits` demo model: scikit-learn's bundled 8x8 digits, four versions built from a recipe.
+"""The `digits` demo model: scikit-learn's bundled 8x8 digits, five versions built from a recipe.
 
 `build_demo` reads `models/digits/recipe.json`, trains each version with torch, writes the
 artifact and its `manifest.json` under `models/digits/<version>/`, and scores the written
@@ -55,7 +55,7 @@ PLATFORM: dict[Runtime, str] = {"onnx": "onnxruntime_onnx", "torchscript": "pyto
 # The broken export reads pixels with 1-based indices 1..64: index 64 is out of bounds.
 _OFF_BY_ONE_PIXEL_ORDER = np.arange(1, 65, dtype=np.int64)
 
-Kind = Literal["logistic", "mlp", "mlp-bad-gather"]
+Kind = Literal["logistic", "mlp", "mlp-bad-gather", "transformer"]
 Pixels = NDArray[np.float32]
 Labels = NDArray[np.int64]
 
@@ -74,6 +74,12 @@ class VersionRecipe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: str
     hidden: int = 0
     label_corruption: float = 0.0
+    # transformer only: model width, attention heads, encoder blocks, feed-forward width
+    width: int = 0
+    heads: int = 0
+    layers: int = 0
+    feed_forward: int = 0
+    learning_rate: float = 0.0
 
 
 class DigitsRecipe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -92,13 +98,36 @@ def load_recipe(path: Path) -> DigitsRecipe:
         raise RecipeError(f"{path}: {exc}") from exc
     for version, spec in recipe.versions.items():
         validate_name("version", version)
-        if (spec.kind == "logistic") != (spec.hidden == 0):
-            raise RecipeError(f"{path}: version {version}: hidden must be 0 exactly for logistic")
-        if spec.kind == "mlp-bad-gather" and spec.runtime != "onnx":
-            raise RecipeError(f"{path}: version {version}: mlp-bad-gather is an ONNX export")
-        if spec.epochs < 1 or not 0.0 <= spec.label_corruption < 1.0:
-            raise RecipeError(f"{path}: version {version}: need epochs >= 1, corruption in [0, 1)")
+        problem = _recipe_problem(spec)
+        if problem is not None:
+            raise RecipeError(f"{path}: version {version}: {problem}")
     return recipe
+
+
+def _recipe_problem(spec: VersionRecipe) -> str | None:
+    if spec.epochs < 1 or not 0.0 <= spec.label_corruption < 1.0:
+        return "need epochs >= 1, corruption in [0, 1)"
+    if spec.kind == "transformer":
+        return _transformer_problem(spec)
+    if any((spec.width, spec.heads, spec.layers, spec.feed_forward, spec.learning_rate)):
+        return "width, heads, layers, feed_forward and learning_rate are for transformers only"
+    if (spec.kind == "logistic") != (spec.hidden == 0):
+        return "hidden must be 0 exactly for logistic"
+    if spec.kind == "mlp-bad-gather" and spec.runtime != "onnx":
+        return "mlp-bad-gather is an ONNX export"
+    return None
+
+
+def _transformer_problem(spec: VersionRecipe) -> str | None:
+    if spec.runtime != "onnx" or spec.hidden != 0:
+        return "a transformer is an ONNX export, without hidden"
+    if min(spec.width, spec.heads, spec.layers, spec.feed_forward) < 1 or spec.width % spec.heads:
+        return (
+            "a transformer needs width, heads, layers, feed_forward >= 1, width a multiple of heads"
+        )
+    if spec.learning_rate <= 0.0:
+        return "a transformer needs a learning_rate > 0"
+    return None
 
 
 @functools.cache
@@ -179,18 +208,7 @@ def _up_to_date(version_dir: Path, recipe: VersionRecipe) -> bool:
 
 def _build_version(version_dir: Path, recipe: VersionRecipe) -> str:
     """Train, export, score and describe one version; returns a one-line outcome."""
-    from gateway.demo import networks
-
-    pixels, labels = training_digits()
-    labels = networks.corrupt_labels(labels, recipe.label_corruption, recipe.seed)
-    body = networks.train_network(
-        pixels, labels, hidden=recipe.hidden, epochs=recipe.epochs, seed=recipe.seed
-    )
-    if recipe.runtime == "torchscript":
-        data = networks.torchscript_bytes(body)
-    else:
-        order = _OFF_BY_ONE_PIXEL_ORDER if recipe.kind == "mlp-bad-gather" else None
-        data = networks.onnx_bytes(body, pixel_order=order)
+    data = _trained_artifact(recipe)
 
     version_dir.mkdir(parents=True, exist_ok=True)
     # No manifest while the artifact changes: a half-built version reads as missing, not corrupt.
@@ -219,6 +237,36 @@ def _build_version(version_dir: Path, recipe: VersionRecipe) -> str:
         outcome = f"accuracy {metrics.accuracy:.4f}, macro-F1 {metrics.macro_f1:.4f}"
     _write_atomic(version_dir / MANIFEST_FILE, encode_manifest(manifest))
     return outcome
+
+
+def _trained_artifact(recipe: VersionRecipe) -> bytes:
+    """Train the version the recipe describes and return its artifact's bytes."""
+    from gateway.demo import networks
+
+    pixels, labels = training_digits()
+    labels = networks.corrupt_labels(labels, recipe.label_corruption, recipe.seed)
+    if recipe.kind == "transformer":
+        from gateway.demo import transformer
+
+        model = transformer.train_transformer(
+            pixels,
+            labels,
+            width=recipe.width,
+            heads=recipe.heads,
+            layers=recipe.layers,
+            feed_forward=recipe.feed_forward,
+            epochs=recipe.epochs,
+            learning_rate=recipe.learning_rate,
+            seed=recipe.seed,
+        )
+        return transformer.transformer_onnx_bytes(model)
+    body = networks.train_network(
+        pixels, labels, hidden=recipe.hidden, epochs=recipe.epochs, seed=recipe.seed
+    )
+    if recipe.runtime == "torchscript":
+        return networks.torchscript_bytes(body)
+    order = _OFF_BY_ONE_PIXEL_ORDER if recipe.kind == "mlp-bad-gather" else None
+    return networks.onnx_bytes(body, pixel_order=order)
 
 
 def predict_artifact(artifact: Path, manifest: Manifest, pixels: Pixels) -> dict[str, Tensor]:

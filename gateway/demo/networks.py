@@ -44,7 +44,7 @@ class DigitsModule(torch.nn.Module):
 
 
 @contextmanager
-def _single_thread() -> Iterator[None]:
+def single_thread() -> Iterator[None]:
     """One torch thread while training, so float sums do not depend on the machine's core count.
 
     The ops used (Linear, ReLU, cross-entropy, Adam) are deterministic on the CPU already;
@@ -94,7 +94,7 @@ def train_network(
 
     Seeded and single-threaded, so the same inputs give bit-identical weights on one machine.
     """
-    with _single_thread():
+    with single_thread():
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         if hidden > 0:
