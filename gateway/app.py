@@ -37,6 +37,7 @@ from gateway.serving import Serving
 from gateway.settings import Settings
 from gateway.shadow.service import ShadowService
 from gateway.state import SQLiteStore, Store
+from gateway.ui.dashboard import Dashboard
 
 _log = structlog.get_logger("gateway")
 
@@ -121,6 +122,7 @@ def create_app(
         feedback_max_entries=settings.feedback_max_entries,
     )
     serving = Serving(dataplane, router, shadow, guard, access_log, metrics)
+    dashboard = Dashboard(settings, guard, registry)
     background: list[asyncio.Task[None]] = []
     thresholds: list[int] = []  # the collector's thresholds before start-up, restored after
 
@@ -128,6 +130,7 @@ def create_app(
         await control.start()
         await shadow.start()
         await guard.start()
+        await dashboard.start()
         background.append(asyncio.create_task(access_log.flush_every(1.0), name="access-log"))
         if settings.gc_freeze:
             # The heap after start-up (libraries, models, routes) lives as long as the process:
@@ -150,6 +153,7 @@ def create_app(
         for task in background:
             task.cancel()
         access_log.flush()
+        await dashboard.stop()
         await guard.stop()
         await shadow.stop()  # its last records go to the store before the store closes
         await control.stop()
@@ -171,6 +175,7 @@ def create_app(
             ShadowController,
             RampController,
             FeedbackController,
+            *dashboard.route_handlers,
         ],
         # The inference handlers take the one `serving` dependency: with two or more,
         # Litestar resolves them in a task group, which costs more than the model itself.
@@ -182,12 +187,14 @@ def create_app(
             "control": _constant(control),
             "shadow_service": _constant(shadow),
             "guard": _constant(guard),
+            "dashboard": _constant(dashboard),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
         state=State(
             {"metrics": metrics, "max_body_bytes": settings.max_body_bytes, "tokens": tokens}
         ),
+        template_config=dashboard.template_config,
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=OpenAPIConfig(title="Release Gateway", version=__version__, path="/schema"),
