@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -132,7 +133,7 @@ def test_sampler_records_live_traffic_for_the_pages(
             assert response.status_code == 200
         deadline = time.monotonic() + 10
         counted = 0
-        samples: list[dict[str, object]] = []
+        samples: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             answer = client.get("/ui/api/history/digits", headers=MANAGER)
             assert answer.status_code == 200

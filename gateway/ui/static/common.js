@@ -16,8 +16,11 @@ export class ApiError extends Error {
   }
 }
 
-// Back to the login form, coming back here afterwards.
+// Back to the login form, coming back here afterwards (once: parallel calls all get 401).
+let leaving = false;
 export function toLogin() {
+  if (leaving) return;
+  leaving = true;
   const next = location.pathname + location.search;
   location.assign(`/ui/login?expired=true&next=${encodeURIComponent(next)}`);
 }
