@@ -130,7 +130,8 @@ def test_overview_shows_the_split_and_updates_without_reloading(
     gateway: RunningServer, traffic: Traffic, new_context: Callable[..., BrowserContext]
 ) -> None:
     """The overview shows the demo's 90/10 split as a bar, the guard's last decision and the
-    ramp; under traffic its figures change while the page stays the same document."""
+    ramp; under traffic its figures change, and a change of split made through the API shows
+    in the bar, while the page stays the same document."""
     page = login(new_context(), gateway, VIEWER_TOKEN)
     card = page.locator("#model-digits")
     bar = card.get_by_role("img", name=re.compile("Traffic split"))
@@ -147,9 +148,22 @@ def test_overview_shows_the_split_and_updates_without_reloading(
     while requests.locator("td").nth(3).inner_text() == first and time.monotonic() < deadline:
         page.wait_for_timeout(250)
     assert requests.locator("td").nth(3).inner_text() != first, "the request count never moved"
-    assert page.evaluate("window.__sameDocument") is True
     refreshed(page)
     shot(page, "overview")
+    # A change made elsewhere (the CLI, another user) shows in the bar by itself.
+    for percent in (20, 10):
+        status, _, _ = request(
+            gateway,
+            "POST",
+            "/admin/releases/digits/rollout",
+            {"version": "2", "percent": percent, "reason": "seen from the overview"},
+            MANAGER,
+        )
+        assert status == 200
+        expect(bar.locator('[data-variant="candidate"]')).to_have_attribute(
+            "data-share", str(percent)
+        )
+    assert page.evaluate("window.__sameDocument") is True
 
 
 def _points(page: Page, chart: str) -> int:
@@ -186,7 +200,8 @@ def test_release_page_charts_grow_and_decisions_say_why(
     expect(decision).to_contain_text("the guard")
     expect(decision).to_contain_text(f"against a threshold of {threshold:.2f}")
     expect(decision).to_contain_text(re.compile(r"Candidate \(version 2\): \d+ requests"))
-    expect(page.locator("#audit li").first).to_contain_text("keep inputs for the review")
+    expect(page.locator("#audit")).to_contain_text("keep inputs for the review")
+    expect(page.locator('#audit li[data-action="rollout"]').first).to_contain_text("by ada")
     refreshed(page)
     shot(page, "release")
 
