@@ -74,7 +74,7 @@ function drawGuard(release) {
   } else {
     const test = window.error_test || {};
     const q = Math.round((guard.policy?.["guard.latencyQuantile"] ?? 0.99) * 100);
-    replace(container,
+    keepOpen(container, () => replace(container,
       lastDecision(guard),
       el("p", { class: "statistic", "data-statistic": test.statistic, "data-threshold": test.threshold },
         `Error test statistic ${num(test.statistic)} against its threshold ${num(test.threshold)} (alpha ${test.alpha}): `,
@@ -82,7 +82,8 @@ function drawGuard(release) {
       el("p", {}, `Window since flag version ${window.flag_version}, ${Math.round(window.length_s)} s long.`),
       table("Window per arm", ["Arm", "Requests", "Errors", "Error rate", "Fallbacks", "p50", `p${q}`, "Live accuracy"],
         [armRow("candidate", window.candidate), armRow("baseline", window.baseline)]),
-      el("details", {}, el("summary", {}, "Policy"), facts(Object.entries(guard.policy || {}).map(([k, v]) => [k, JSON.stringify(v)]))));
+      el("details", { "data-id": "policy" }, el("summary", {}, "Policy"),
+        facts(Object.entries(guard.policy || {}).map(([k, v]) => [k, JSON.stringify(v)])))));
   }
   const decisions = guard.decisions || [];
   replace(document.getElementById("decisions"),
@@ -109,10 +110,22 @@ async function loadRelease() {
   state.onRelease.forEach((f) => f(data));
 }
 
+// Re-rendering keeps what the reader opened: the details of entries, by their id.
+function keepOpen(container, render) {
+  const opened = new Set([...container.querySelectorAll("[data-id] details[open], details[data-id][open]")]
+    .map((d) => d.closest("[data-id]").dataset.id));
+  render();
+  for (const node of container.querySelectorAll("[data-id]")) {
+    const details = node.matches("details") ? node : node.querySelector("details");
+    if (details && opened.has(node.dataset.id)) details.open = true;
+  }
+}
+
 async function loadAudit() {
   const { data } = await api(`/admin/audit?model=${model}&limit=30`);
-  replace(document.getElementById("audit"),
-    data.entries.length ? data.entries.map(auditItem) : el("li", { class: "muted" }, "No change yet."));
+  const audit = document.getElementById("audit");
+  keepOpen(audit, () => replace(audit,
+    data.entries.length ? data.entries.map(auditItem) : el("li", { class: "muted" }, "No change yet.")));
 }
 
 export const refresh = every(async () => {
