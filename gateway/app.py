@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 from typing import Any, BinaryIO
 
@@ -13,6 +12,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from gateway.collector import CollectorTuning
 from gateway.control import ReleaseControl
 from gateway.control.gate import OfflineGate, registry_manifests
 from gateway.control.guarding import GuardService
@@ -39,6 +39,7 @@ from gateway.serving import Serving
 from gateway.settings import Settings
 from gateway.shadow.service import ShadowService
 from gateway.state import SQLiteStore, Store
+from gateway.ui.dashboard import Dashboard
 
 _log = structlog.get_logger("gateway")
 
@@ -134,24 +135,20 @@ def create_app(
         on_outcomes=guard.on_shadow_outcomes,
     )
     serving = Serving(dataplane, router, shadow, guard, access_log, metrics)
+    dashboard = Dashboard(settings, guard, registry)
     background: list[asyncio.Task[None]] = []
-    thresholds: list[int] = []  # the collector's thresholds before start-up, restored after
+    collector = CollectorTuning(
+        freeze=settings.gc_freeze, gen0_threshold=settings.gc_gen0_threshold
+    )
 
     async def on_startup() -> None:
         await control.start()
         await executors.start()
         await shadow.start()
         await guard.start()
+        await dashboard.start()
         background.append(asyncio.create_task(access_log.flush_every(1.0), name="access-log"))
-        if settings.gc_freeze:
-            # The heap after start-up (libraries, models, routes) lives as long as the process:
-            # kept out of the collector's sight, a full collection takes microseconds instead
-            # of tens of milliseconds, during which the event loop (and every request) waits.
-            gc.collect()
-            gc.freeze()
-        thresholds[:] = gc.get_threshold()
-        if settings.gc_gen0_threshold:
-            gc.set_threshold(settings.gc_gen0_threshold, *thresholds[1:])
+        collector.apply()
         _log.info(
             "gateway_started",
             models={entry.name: entry.sorted_versions() for entry in registry},
@@ -164,14 +161,12 @@ def create_app(
         for task in background:
             task.cancel()
         access_log.flush()
+        await dashboard.stop()
         await guard.stop()
         await executors.stop()  # no more answers; a thread in a hung call is left behind
         await shadow.stop()  # its last records go to the store before the store closes
         await control.stop()
-        if settings.gc_freeze:
-            gc.unfreeze()  # a process that builds apps again (tests) collects the old ones
-        if thresholds:
-            gc.set_threshold(*thresholds)
+        collector.restore()
         registry.unload()
 
     app = Litestar(
@@ -186,6 +181,7 @@ def create_app(
             ShadowController,
             RampController,
             FeedbackController,
+            *dashboard.route_handlers,
         ],
         # The inference handlers take the one `serving` dependency: with two or more,
         # Litestar resolves them in a task group, which costs more than the model itself.
@@ -198,12 +194,14 @@ def create_app(
             "shadow_service": _constant(shadow),
             "guard": _constant(guard),
             "executors": _constant(executors),
+            "dashboard": _constant(dashboard),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
         state=State(
             {"metrics": metrics, "max_body_bytes": settings.max_body_bytes, "tokens": tokens}
         ),
+        template_config=dashboard.template_config,
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=OpenAPIConfig(title="Release Gateway", version=__version__, path="/schema"),

@@ -95,6 +95,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shadow_retention_s: float = 7 * 86400.0
     shadow_max_records: int = 100_000
     shadow_drop_log_interval_s: float = 10.0
+    # The dashboard (`/ui`): how long a login lasts, how often its charts' history samples
+    # the live figures (also how often its pages refresh), and how much history it keeps.
+    ui_session_ttl_s: float = 8 * 3600.0
+    ui_sample_interval_s: float = 5.0
+    ui_history_s: float = 3600.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str], **overrides: Any) -> Settings:
@@ -139,6 +144,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ):
             raise msgspec.ValidationError(
                 "shadow timeout, intervals and retention must be positive"
+            )
+
+        if self.ui_session_ttl_s <= 0 or self.ui_sample_interval_s <= 0 or self.ui_history_s <= 0:
+            raise msgspec.ValidationError(
+                "ui_session_ttl_s, ui_sample_interval_s and ui_history_s must be positive"
             )
 
     @property
