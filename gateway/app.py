@@ -12,7 +12,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from gateway.collector import CollectorTuning
 from gateway.control import ReleaseControl
 from gateway.control.gate import OfflineGate, registry_manifests
 from gateway.control.guarding import GuardService
@@ -30,6 +29,7 @@ from gateway.http.metadata import HealthController, MetadataController
 from gateway.http.ofrep import OfrepController
 from gateway.http.ramp import RampController
 from gateway.http.shadow import ShadowController
+from gateway.interpreter import InterpreterTuning
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry, VersionState
@@ -137,8 +137,10 @@ def create_app(
     serving = Serving(dataplane, router, shadow, guard, access_log, metrics)
     dashboard = Dashboard(settings, guard, registry)
     background: list[asyncio.Task[None]] = []
-    collector = CollectorTuning(
-        freeze=settings.gc_freeze, gen0_threshold=settings.gc_gen0_threshold
+    interpreter = InterpreterTuning(
+        gc_freeze=settings.gc_freeze,
+        gc_gen0_threshold=settings.gc_gen0_threshold,
+        switch_interval_s=settings.switch_interval_ms / 1000.0,
     )
 
     async def on_startup() -> None:
@@ -148,7 +150,7 @@ def create_app(
         await guard.start()
         await dashboard.start()
         background.append(asyncio.create_task(access_log.flush_every(1.0), name="access-log"))
-        collector.apply()
+        interpreter.apply()
         _log.info(
             "gateway_started",
             models={entry.name: entry.sorted_versions() for entry in registry},
@@ -166,7 +168,7 @@ def create_app(
         await executors.stop()  # no more answers; a thread in a hung call is left behind
         await shadow.stop()  # its last records go to the store before the store closes
         await control.stop()
-        collector.restore()
+        interpreter.restore()
         registry.unload()
 
     app = Litestar(

@@ -78,6 +78,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # times a second and its full collections stalled the event loop for tens of ms; 0 keeps
     # Python's default.
     gc_gen0_threshold: int = 20_000
+    # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms;
+    # 0 keeps it). Each executor call hands its answers back through the GIL, so this bounds
+    # what the hand-off adds to a request when the event loop is busy.
+    switch_interval_ms: float = 1.0
     # Shadow mode: each release's defaults, which its flag's `shadow.*` metadata overrides.
     # Shadows run on their version's executor (execution_max_shadow_queue bounds its queue).
     shadow_timeout_ms: float = 500.0
@@ -122,6 +126,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise msgspec.ValidationError("limits and workers must be positive")
         if self.gc_gen0_threshold < 0:
             raise msgspec.ValidationError("gc_gen0_threshold must not be negative")
+        if not 0 <= self.switch_interval_ms <= 100:
+            raise msgspec.ValidationError("switch_interval_ms must be between 0 and 100")
         if (
             self.shadow_buffer_records < 1
             or self.shadow_max_records < 1

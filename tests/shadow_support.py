@@ -172,14 +172,23 @@ def _seconds(model: bytes) -> float:
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     pixels = np.zeros((1, 64), dtype=np.float32)
     session.run(None, {"pixels": pixels})
-    started = time.perf_counter()
-    session.run(None, {"pixels": pixels})
-    return time.perf_counter() - started
+    return _fastest(lambda: session.run(None, {"pixels": pixels}))
+
+
+def _fastest(call: Any, times: int = 3) -> float:
+    """The quickest of a few timed calls: the model's own cost, which load on the machine
+    only ever adds to (so a model calibrated by it is at least as slow as intended)."""
+    best = float("inf")
+    for _ in range(times):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 @functools.cache
 def slow_trips(target_s: float = SLOW_S) -> int:
-    """A trip count that makes `slow_model` take about `target_s` on this machine."""
+    """A trip count that makes `slow_model` take at least `target_s` on this machine."""
     trips = 20_000
     elapsed = _seconds(slow_model(trips))
     while elapsed < 0.05:
@@ -307,15 +316,14 @@ def _torchscript_seconds(trips: int) -> float:
 
     module = torch.jit.load(io.BytesIO(_torchscript_bytes(trips)))  # type: ignore[no-untyped-call]
     pixels = torch.zeros((1, 64))
-    module(pixels)
-    started = time.perf_counter()
-    module(pixels)
-    return time.perf_counter() - started
+    for _ in range(3):  # TorchScript profiles its first calls, then optimises the graph
+        module(pixels)
+    return _fastest(lambda: module(pixels))
 
 
 @functools.cache
 def torchscript_trips(target_s: float) -> int:
-    """A spin count that makes the slow TorchScript model take about `target_s` here."""
+    """A spin count that makes the slow TorchScript model take at least `target_s` here."""
     trips = 2_000
     elapsed = _torchscript_seconds(trips)
     while elapsed < 0.05:

@@ -236,15 +236,12 @@ async def test_a_request_past_its_deadline_is_abandoned_and_its_late_result_coun
     slow.close()
 
 
-def instance_priorities(version: str) -> list[int]:
-    """The nice value of each live instance thread of `version`."""
+def instance_priorities(executor: VersionExecutor) -> list[int]:
+    """The nice value of each live instance thread of `executor`."""
     return [
         os.getpriority(os.PRIO_PROCESS, thread.native_id)
-        for thread in threading.enumerate()
-        if thread.name.startswith(f"gateway-digits-{version}-")
-        and not thread.name.endswith("-shadow")
-        and thread.native_id is not None
-        and thread.is_alive()
+        for thread in executor.instance_threads
+        if thread.native_id is not None
     ]
 
 
@@ -260,11 +257,11 @@ async def test_a_call_past_its_deadline_goes_on_at_the_lowest_priority(
     with pytest.raises(InferenceTimeout):
         await slow.infer(pixels(), 1)
 
-    assert instance_priorities(SLOW) == [SHADOW_NICE]
-    await until(lambda: instance_priorities(SLOW) == [base], SLOW_S * 10)
+    assert instance_priorities(slow) == [SHADOW_NICE]
+    await until(lambda: instance_priorities(slow) == [base], SLOW_S * 10)
     quick = executor(registry, "2", max_batch_size=1, timeout_ms=100)
     await quick.infer(pixels(), 1)
-    assert instance_priorities("2") == [base]
+    assert instance_priorities(quick) == [base]
     slow.close()
     quick.close()
 

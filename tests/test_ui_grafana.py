@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,15 +35,23 @@ def _expressions(dashboard: dict[str, Any]) -> list[str]:
 def exposed(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> dict[str, set[str]]:
     """Sample name -> label names, from /metrics after a session that exercises every panel."""
     root = tmp_path_factory.mktemp("grafana")
+    # Version 2 never runs as a shadow (a shadow queue of 0): shadowing it drops every run.
+    models = Path(shutil.copytree(demo_models, root / "models"))
+    manifest_path = models / "digits" / "2" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["execution"] = {"max_shadow_queue": 0}
+    manifest_path.write_text(json.dumps(manifest))
     flags = json.loads((REPO_ROOT / "flags" / "digits.json").read_text())
     flag = flags["flags"]["digits-release"]
-    flag["variants"]["baseline"]["shadow"] = [{"version": "3", "percent": 100}]
-    flag["metadata"]["shadow.concurrency"] = 1  # sequential requests then overrun it: drops
+    flag["variants"]["baseline"]["shadow"] = [
+        {"version": "3", "percent": 100},
+        {"version": "2", "percent": 100},
+    ]
     flag["metadata"]["guard.minSample"] = 30  # the guard acts sooner
     (root / "flags").mkdir()
     (root / "flags" / "digits.json").write_text(json.dumps(flags))
     settings = Settings(
-        models_dir=demo_models,
+        models_dir=models,
         flags_dir=root / "flags",
         state_path=root / "state.db",
         log_format="json",

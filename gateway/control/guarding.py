@@ -112,6 +112,7 @@ class GuardService:
                 baseline=(release.baseline, release.baseline_route.serve),
                 candidate=(release.candidate, release.candidate_route.serve),
                 now=now,
+                accuracy_margin=release.policy.guard.accuracy_margin,
             )
         for model in set(self.live.windows()) - set(by_model):
             self.live.drop_release(model)

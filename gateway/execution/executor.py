@@ -458,6 +458,12 @@ class VersionExecutor:
         return self._busy
 
     @property
+    def instance_threads(self) -> list[threading.Thread]:
+        """The instance threads alive now (a replaced one is gone once its call returned)."""
+        with self._primary_lock:
+            return [t for t in self._threads[: self.config.instances] if t.is_alive()]
+
+    @property
     def shadows_pending(self) -> int:
         """Shadow runs queued or in a call now."""
         with self._shadow_lock:

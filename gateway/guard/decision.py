@@ -9,7 +9,11 @@ A breach needs a minimum sample and one of:
   `latency_min_sample` successes (with at least two requests beyond the quantile, so one
   slow request cannot move it);
 - ceilings: the candidate's error rate above `max_error_rate` (at `min_sample` requests), or
-  its latency at the quantile above `max_latency_ms` (at `latency_min_sample` successes).
+  its latency at the quantile above `max_latency_ms` (at `latency_min_sample` successes);
+- accuracy: ground truth from feedback says the candidate is less accurate than the
+  baseline by more than `accuracy_margin`: the same anytime-valid test over wrong
+  predictions, with that margin in its null (`window`), at `accuracy_alpha`, both arms at
+  `accuracy_min_feedback` labelled predictions.
 
 Without a breach: not enough data until both arms reach `min_sample`; then ready to advance,
 unless a promotion criterion (live accuracy) is not met yet, which leaves it healthy. An A/A
@@ -44,6 +48,7 @@ class Trigger(enum.StrEnum):
     LATENCY = "latency"
     ERROR_CEILING = "error_ceiling"
     LATENCY_CEILING = "latency_ceiling"
+    ACCURACY_TEST = "accuracy_test"
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -63,6 +68,8 @@ def decide(window: ReleaseWindow, policy: GuardPolicy, now: float) -> Decision:
     q = policy.latency_quantile
     base_q, cand_q = base.latency_ms(q), cand.latency_ms(q)
     test = window.error_test.result(policy.alpha)
+    accuracy_test = window.accuracy_test.result(policy.accuracy_alpha)
+    base_acc, cand_acc = base.accuracy.accuracy, cand.accuracy.accuracy
     total = cand.requests + base.requests
     evidence: dict[str, Any] = {
         "model": window.model,
@@ -85,6 +92,17 @@ def decide(window: ReleaseWindow, policy: GuardPolicy, now: float) -> Decision:
             "ratio": cand_q / base_q if cand_q is not None and base_q else None,
         },
         "min_sample": policy.min_sample,
+        "accuracy": {
+            "baseline": base_acc,
+            "candidate": cand_acc,
+            "baseline_labelled": base.accuracy.total,
+            "candidate_labelled": cand.accuracy.total,
+            "difference": None if base_acc is None or cand_acc is None else base_acc - cand_acc,
+            "margin": policy.accuracy_margin,
+            "null_ratio": window.accuracy_null(),
+            "min_feedback": policy.accuracy_min_feedback,
+            "test": msgspec.to_builtins(accuracy_test),
+        },
     }
 
     def decision(kind: DecisionKind, reason: str, triggers: tuple[Trigger, ...] = ()) -> Decision:
@@ -138,6 +156,25 @@ def decide(window: ReleaseWindow, policy: GuardPolicy, now: float) -> Decision:
             (
                 Trigger.LATENCY_CEILING,
                 f"candidate p{_pct(q)} latency {cand_q:.3g} ms is above the ceiling {ceiling:g} ms",
+            )
+        )
+    needed = policy.accuracy_min_feedback
+    if (
+        needed is not None
+        and cand.accuracy.total >= needed
+        and base.accuracy.total >= needed
+        and accuracy_test.rejects
+        and base_acc is not None
+        and cand_acc is not None
+    ):
+        breaches.append(
+            (
+                Trigger.ACCURACY_TEST,
+                f"candidate live accuracy {cand_acc:.3f} ({cand.accuracy.total} labels) is "
+                f"more than {policy.accuracy_margin:g} below baseline {base_acc:.3f} "
+                f"({base.accuracy.total} labels): sequential log-LR "
+                f"{accuracy_test.statistic:.2f} >= {accuracy_test.threshold:.2f} (alpha "
+                f"{policy.accuracy_alpha:g})",
             )
         )
     if breaches:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from gateway.guard.stats import ErrorKind, VersionStats
-from gateway.guard.window import ReleaseWindow
+from gateway.guard.window import Arm, ReleaseWindow
 
 
 class GuardStats:
@@ -35,6 +35,7 @@ class GuardStats:
         baseline: tuple[str, str],
         candidate: tuple[str, str],
         now: float,
+        accuracy_margin: float = 0.0,
     ) -> ReleaseWindow:
         """The release's window for this flag version: the current one, or a new one from
         `now` when the flag version or an arm's (variant, version) changed."""
@@ -45,7 +46,14 @@ class GuardStats:
             or (window.baseline.variant, window.baseline.version) != baseline
             or (window.candidate.variant, window.candidate.version) != candidate
         ):
-            window = ReleaseWindow(model, flag_version, now, baseline=baseline, candidate=candidate)
+            window = ReleaseWindow(
+                model,
+                flag_version,
+                now,
+                baseline=baseline,
+                candidate=candidate,
+                accuracy_margin=accuracy_margin,
+            )
             self._windows[model] = window
         return window
 
@@ -115,10 +123,10 @@ class GuardStats:
         if not served or window is None:
             return
         arm = window.arm_of(variant) if variant is not None else None
-        arms = [window.stats(arm)] if arm is not None else [window.candidate, window.baseline]
-        for arm_stats in arms:
-            if arm_stats.version == version:
-                arm_stats.accuracy.add(correct, total)
+        arms = [arm] if arm is not None else [Arm.CANDIDATE, Arm.BASELINE]
+        for candidate_arm in arms:
+            if window.stats(candidate_arm).version == version:
+                window.record_labels(candidate_arm, correct, total)
                 return
 
     # -- reads ---------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ so a typo never silently falls back to a default.
 | `guard.latencyQuantile` | latency_quantile | 0.99 | the latency quantile compared |
 | `guard.latencyFactor` | latency_factor | 1.5 | breach when candidate > factor * baseline |
 | `guard.latencyMinSample` | latency_min_sample | 500 | successes each arm needs for latency |
-| `guard.latencyMinDeltaMs` | latency_min_delta_ms | 1.0 | ...and slower by at least this much |
+| `guard.latencyMinDeltaMs` | latency_min_delta_ms | 5.0 | ...and slower by at least this much |
 | `guard.maxErrorRate` | max_error_rate | 0.2 | ceiling on the candidate's error rate (1 = off) |
 | `guard.maxLatencyMs` | max_latency_ms | off | ceiling on the candidate's quantile (0 = off) |
 | `guard.minLiveAccuracy` | min_live_accuracy | off | live accuracy needed to advance (0 = off) |
 | `guard.minFeedback` | min_feedback | 50 | labelled predictions that accuracy needs |
 | `guard.accuracyAlpha` | accuracy_alpha | 0.005 | false-alarm bound of the accuracy test |
-| `guard.accuracyMargin` | accuracy_margin | 0.02 | breach only when this far below the baseline |
+| `guard.accuracyMargin` | accuracy_margin | 0.01 | how much less accurate the candidate may be |
 | `guard.accuracyMinFeedback` | accuracy_min_feedback | 100 | labels each arm needs (0 = rule off) |
 | `guard.offlineTolerance` | offline_tolerance | 0.01 | how far below the baseline offline |
 | `guard.offlineMetrics` | offline_metrics | "accuracy,macro_f1" | what the offline gate compares |
@@ -53,13 +53,17 @@ class GuardPolicy(msgspec.Struct, frozen=True, kw_only=True):
     latency_quantile: float = 0.99
     latency_factor: float = 1.5
     latency_min_sample: int = 500
-    latency_min_delta_ms: float = 1.0
+    # Latency is what the client waits (queue and call included): a version serving a tenth
+    # of the traffic wakes its idle threads more often, which costs it a little more tail
+    # than a busy one; 5 ms keeps that, and the scheduling noise of a shared machine, from
+    # ever reading as a slower model.
+    latency_min_delta_ms: float = 5.0
     max_error_rate: float = 0.2
     max_latency_ms: float | None = None
     min_live_accuracy: float | None = None
     min_feedback: int = 50
     accuracy_alpha: float = 0.005
-    accuracy_margin: float = 0.02
+    accuracy_margin: float = 0.01
     accuracy_min_feedback: int | None = 100
     offline_tolerance: float = 0.01
     offline_metrics: tuple[str, ...] = OFFLINE_METRICS

@@ -32,6 +32,11 @@ the threshold log(1/alpha).
 The mixture is over p > p0, parametrised by θ so that it stays one test when the traffic
 share moves (a ramp step, cohorts): a uniform prior on a log-spaced grid of θ from 1.5 to
 1024. For a fixed p0 it is exactly a discrete mixture over p(θ) > p0 (`mixture_log_lr`).
+A null with a margin, H0 "the candidate fails at most θ0 times as often" (θ0 > 1), is the
+same test with p0 replaced by p(θ0): p(θ0 g), for an alternative g times beyond the null,
+equals q g / (q g + 1 - q) with q = p(θ0), so the mixture over g is the one above
+(`null_share`). The accuracy test uses it over wrong predictions.
+
 Assumption: requests reach the arms independently of whether they would fail; p0 is read
 from the request counts just before the failing request (smoothed by half a request, so
 the first errors are judged against an even split rather than an undefined one).
@@ -49,10 +54,20 @@ THETAS: Final = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0, 128
 """The error-rate ratios the mixture weighs equally: detects 1.5x slowly, 5x fast, and a
 candidate failing everything (θ very large) at the rate of one error's full evidence."""
 
+ACCURACY_THETAS: Final = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
+"""The ratios of wrong-prediction rates the accuracy test weighs: a candidate's mistakes are
+rarely many times the baseline's, and a grid where they fall detects them sooner."""
+
 
 def candidate_share(candidate_requests: int, baseline_requests: int) -> float:
     """p0: the candidate's share of the requests so far, smoothed by half a request."""
     return (candidate_requests + 0.5) / (candidate_requests + baseline_requests + 1.0)
+
+
+def null_share(p0: float, theta0: float) -> float:
+    """p(θ0): an error's chance of being the candidate's when it fails exactly θ0 times as
+    often as the baseline (θ0 = 1: p0 itself)."""
+    return p0 * theta0 / (p0 * theta0 + 1.0 - p0)
 
 
 def threshold(alpha: float) -> float:

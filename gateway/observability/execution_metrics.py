@@ -100,9 +100,11 @@ class ExecutionMetrics(Collector):
             "Requests waiting in a version's queue now, by priority (primary, shadow).",
             labels=["model", "version", "priority"],
         )
+        versions = []
         for model, version, primaries, shadows in self._depths():
             depth.add_metric([model, version, "primary"], primaries)
             depth.add_metric([model, version, "shadow"], shadows)
+            versions.append((model, version))
         yield depth
         timeouts = CounterMetricFamily(
             "gateway_executor_timeouts",
@@ -120,12 +122,15 @@ class ExecutionMetrics(Collector):
             "Calls that finished after their request was abandoned (the result was dropped).",
             labels=["model", "version"],
         )
+        # Every executor's series from the start, at 0 until something happens: a query over
+        # them (a rate, an alert) sees no gap between "none yet" and "no such series".
         with self._lock:
-            for key, count in self._timeouts.items():
-                timeouts.add_metric(list(key), count)
-            for key, count in self._overloads.items():
-                overloads.add_metric(list(key), count)
-            for pair, count in self._late.items():
-                late.add_metric(list(pair), count)
+            counted = [key[:2] for key in (*self._timeouts, *self._overloads)]
+            for pair in dict.fromkeys([*versions, *counted, *self._late]):
+                for priority in ("primary", "shadow"):
+                    key = (*pair, priority)
+                    timeouts.add_metric(list(key), self._timeouts.get(key, 0))
+                    overloads.add_metric(list(key), self._overloads.get(key, 0))
+                late.add_metric(list(pair), self._late.get(pair, 0))
             families = [self._batch_rows.family(), self._queued.family()]
         yield from (timeouts, overloads, late, *families)
