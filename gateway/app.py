@@ -133,6 +133,7 @@ def create_app(
         store,
         settings.shadow,
         on_outcomes=guard.on_shadow_outcomes,
+        live_accuracy=guard.pair_accuracy,
     )
     serving = Serving(dataplane, router, shadow, guard, access_log, metrics)
     dashboard = Dashboard(settings, guard, registry)

@@ -172,3 +172,89 @@ def test_feedback_gives_live_accuracy_close_to_offline(client: Client, demo_mode
     assert unknown["unknown"] == ["nope"]
     bad = client.post("/v2/models/digits/feedback", json={"label": 3})
     assert bad.status_code == 400
+
+
+def test_a_less_accurate_candidate_is_rolled_back_on_ground_truth(guarded_client: Client) -> None:
+    """Version 3 (trained on corrupted labels) answers every request without error; rolled
+    out to 50 % with feedback for every request, the guard rolls it back on live accuracy,
+    once, and the audit entry shows both accuracies and the test's statistic against its
+    threshold."""
+    forced = guarded_client.post(
+        "/admin/releases/digits/rollout",
+        json={"version": "3", "percent": 50, "force": True, "reason": "accuracy test"},
+        headers=MANAGER,
+    )
+    assert forced.status_code == 200, forced.text
+
+    def rolled_back() -> dict[str, Any] | None:
+        entries = guarded_client.get("/admin/audit?model=digits", headers=VIEWER).json()["entries"]
+        return next((e for e in entries if e["action"] == "guard_rollback"), None)
+
+    entry = None
+    for i in range(2_000):
+        response = guarded_client.post(
+            "/v2/models/digits/infer",
+            json=body(i) | {"id": f"acc-{i}"},
+            headers={"x-targeting-key": f"acc-user-{i}"},
+        )
+        assert response.status_code == 200
+        assert response.headers.get("x-fallback") is None  # it never fails, it is only wrong
+        feedback = {"id": f"acc-{i}", "label": int(LABELS[i % len(LABELS)])}
+        assert guarded_client.post("/v2/models/digits/feedback", json=feedback).status_code == 200
+        if i % 50 == 49 and (entry := rolled_back()) is not None:
+            break
+    assert entry is not None, "the less accurate candidate was never rolled back"
+    evidence = entry["evidence"]
+    assert evidence["triggers"] == ["accuracy_test"]
+    accuracy = evidence["accuracy"]
+    assert accuracy["candidate"] < accuracy["baseline"] - 0.2
+    assert min(accuracy["candidate_labelled"], accuracy["baseline_labelled"]) >= 100
+    assert accuracy["test"]["statistic"] >= accuracy["test"]["threshold"]
+    assert accuracy["test"]["rejects"] is True
+    assert "live accuracy" in entry["reason"]
+    actions = [
+        e["action"] for e in guarded_client.get("/admin/audit", headers=VIEWER).json()["entries"]
+    ]
+    assert actions.count("guard_rollback") == 1
+
+
+def test_a_shadows_live_accuracy_shows_beside_the_baselines(guarded_client: Client) -> None:
+    """With version 3 shadowing at 100 % and feedback sent, the release status shows version
+    3's live accuracy next to the baseline's, over the same labelled requests."""
+    shadow = guarded_client.post(
+        "/admin/releases/digits/shadow", json={"versions": ["3"], "percent": 100}, headers=MANAGER
+    )
+    assert shadow.status_code == 200, shadow.text
+    for i in range(200):
+        response = guarded_client.post(
+            "/v2/models/digits/infer",
+            json=body(i) | {"id": f"sh-{i}"},
+            headers={"x-targeting-key": "always-the-baseline", "x-ctx-tier": "free"},
+        )
+        assert response.status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = guarded_client.get("/admin/releases/digits", headers=VIEWER).json()["guard"]
+        if status["shadow_versions"].get("3", {}).get("requests", 0) >= 200:
+            break
+        time.sleep(0.05)
+    items = [{"id": f"sh-{i}", "label": int(LABELS[i % len(LABELS)])} for i in range(200)]
+    joined = guarded_client.post("/v2/models/digits/feedback", json=items).json()
+    assert joined["accepted"] == 200
+
+    status = guarded_client.get("/admin/releases/digits", headers=VIEWER).json()["guard"]
+    served = status["versions"]["1"]
+    shadowed = status["shadow_versions"]["3"]
+    assert served["feedback_total"] >= 200
+    assert shadowed["feedback_total"] == 200
+    assert shadowed["live_accuracy"] < served["live_accuracy"] - 0.2
+    (pair,) = [p for p in status["shadow_pairs"] if (p["primary"], p["shadow"]) == ("1", "3")]
+    assert pair["labelled"] == 200
+    assert pair["shadow_accuracy"] < pair["primary_accuracy"] - 0.2
+    report = guarded_client.get("/admin/shadow/digits", headers=VIEWER).json()
+    (summary,) = [p for p in report["pairs"] if p["shadow"] == "3"]
+    assert summary["live_accuracy"] == {
+        "labelled": 200,
+        "primary": pair["primary_accuracy"],
+        "shadow": pair["shadow_accuracy"],
+    }

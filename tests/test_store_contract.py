@@ -20,18 +20,24 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
 from gateway.state import (
+    ArmTally,
     ComparisonRecord,
     DiffFn,
+    EvidenceTally,
     OutputRecord,
+    ShadowLabels,
     SQLiteStore,
     Store,
+    StoredPrediction,
     StoreUnavailable,
     TensorData,
     VersionConflict,
+    WindowTally,
 )
 
 
@@ -766,3 +772,129 @@ async def test_sqlite_file_of_an_older_shadow_schema_keeps_its_flags_and_drops_i
     tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
     raw.close()
     assert "shadow_comparisons" not in tables
+
+
+# What the processes of one gateway share: predictions waiting for feedback, guard windows.
+
+
+def prediction(request_id: str, at: float, version: str = "1") -> StoredPrediction:
+    return StoredPrediction(
+        request_id=request_id, version=version, variant="baseline", labels=("7", "3"), at=at
+    )
+
+
+@pytest.mark.anyio
+async def test_epoch_is_the_backends_and_lasts(open_store: OpenStore) -> None:
+    """Every store object on one backend reports the same epoch, and keeps reporting it."""
+    first, second = await open_store(), await open_store()
+    epoch = await first.epoch()
+    assert epoch
+    assert await second.epoch() == epoch
+    assert await first.epoch() == epoch
+
+
+@pytest.mark.anyio
+async def test_a_prediction_is_claimed_once_by_any_process(open_store: OpenStore) -> None:
+    """A stored prediction is handed, with its shadows' labels, to the first claim from any
+    store object; every later claim is a duplicate; an id never stored is unknown."""
+    worker_a, worker_b = await open_store(), await open_store()
+    now = time.time()
+    await worker_a.add_predictions(
+        "digits", [prediction("r1", now), prediction("r2", now)], keep_s=60.0, max_entries=100
+    )
+    await worker_a.add_shadow_labels(
+        "digits",
+        [ShadowLabels("r1", "3", ("1", "3")), ShadowLabels("never-stored", "3", ("1",))],
+    )
+
+    claims = await worker_b.claim_predictions("digits", ["r1", "nope"])
+    again = await worker_a.claim_predictions("digits", ["r1", "r2"])
+
+    assert claims["r1"] == msgspec.structs.replace(prediction("r1", now), shadows={"3": ("1", "3")})
+    assert claims["nope"] == "unknown"
+    assert again["r1"] == "duplicate"
+    assert again["r2"] == prediction("r2", now)
+    assert (await worker_b.claim_predictions("other-model", ["r2"]))["r2"] == "unknown"
+
+
+@pytest.mark.anyio
+async def test_predictions_are_kept_for_their_time_and_count(store: Store) -> None:
+    """A prediction older than keep_s is gone; beyond max_entries the oldest go first; a
+    request id stored again replaces the prediction (unclaimed, without old shadows)."""
+    now = time.time()
+    await store.add_predictions(
+        "digits", [prediction("old", now - 120.0)], keep_s=60.0, max_entries=100
+    )
+    await store.add_predictions(
+        "digits", [prediction(f"r{i}", now) for i in range(5)], keep_s=60.0, max_entries=3
+    )
+    claims = await store.claim_predictions("digits", ["old", "r0", "r1", "r2", "r3", "r4"])
+    assert [claims[i] == "unknown" for i in ("old", "r0", "r1")] == [True, True, True]
+    assert all(isinstance(claims[i], StoredPrediction) for i in ("r2", "r3", "r4"))
+
+    await store.add_shadow_labels("digits", [ShadowLabels("r4", "3", ("0", "0"))])
+    await store.add_predictions(
+        "digits", [prediction("r4", now, version="2")], keep_s=60.0, max_entries=3
+    )
+    replaced = (await store.claim_predictions("digits", ["r4"]))["r4"]
+    assert replaced == prediction("r4", now, version="2")
+
+
+def tally(requests: int, errors: int = 0, log_lr: float = 0.0) -> WindowTally:
+    return WindowTally(
+        started_at=100.0,
+        baseline=ArmTally(variant="baseline", version="1", requests=requests),
+        candidate=ArmTally(
+            variant="candidate",
+            version="2",
+            requests=requests,
+            errors=errors,
+            errors_by_kind={"timeout": errors} if errors else {},
+            latency={12: requests},
+            latency_min_s=0.001,
+            latency_max_s=0.002,
+            labelled=requests,
+            correct=requests - errors,
+        ),
+        error_test=EvidenceTally(
+            log_lr=[log_lr, 2 * log_lr], errors=errors, candidate_errors=errors
+        ),
+        accuracy_test=EvidenceTally(log_lr=[0.0, 0.0]),
+    )
+
+
+@pytest.mark.anyio
+async def test_window_figures_are_one_per_process_and_replaced_whole(
+    open_store: OpenStore,
+) -> None:
+    """Each process's figures of a window are kept apart and replaced by its next write (a
+    retry never counts twice); every process's are read back together, per flag version."""
+    worker_a, worker_b = await open_store(), await open_store()
+    await worker_a.put_window_tally("digits", 3, "process-a", tally(10))
+    await worker_a.put_window_tally("digits", 3, "process-a", tally(25, errors=2, log_lr=0.5))
+    await worker_b.put_window_tally("digits", 3, "process-b", tally(7))
+    await worker_b.put_window_tally("digits", 4, "process-b", tally(1))
+
+    found = await worker_b.window_tallies("digits", 3)
+
+    assert sorted(found, key=lambda t: t.candidate.requests) == [tally(7), tally(25, 2, 0.5)]
+    assert await worker_a.window_tallies("digits", 4) == [tally(1)]
+    assert await worker_a.window_tallies("digits", 5) == []
+    assert await worker_a.window_tallies("other", 3) == []
+
+
+@pytest.mark.anyio
+async def test_a_change_feed_tells_of_every_flag_write(open_store: OpenStore) -> None:
+    """A store with a change feed yields after a flag write by another store object (pub/sub
+    between replicas); one without leaves callers to poll the change counter."""
+    listener, writer = await open_store(), await open_store()
+    feed = listener.change_feed()
+    if feed is None:
+        before = await listener.change_counter()
+        await put(writer, "digits-release", route("2"))
+        assert await listener.change_counter() > before
+        return
+    waiting = asyncio.ensure_future(anext(feed))
+    await asyncio.sleep(0.2)  # subscribed
+    await put(writer, "digits-release", route("2"))
+    await asyncio.wait_for(waiting, timeout=2.0)

@@ -74,7 +74,22 @@ def format_report(summary: dict[str, Any]) -> str:
         ],
         rows,
     )
-    return f"{header}\n{table}"
+    accuracy = [
+        [pair["primary"], pair["shadow"], *_accuracy(pair["live_accuracy"])]
+        for pair in pairs
+        if pair.get("live_accuracy")
+    ]
+    if not accuracy:
+        return f"{header}\n{table}"
+    live = format_table(["PRIMARY", "SHADOW", "LABELLED", "PRIMARY ACC", "SHADOW ACC"], accuracy)
+    return f"{header}\n{table}\n\nlive accuracy from feedback, same labelled requests:\n{live}"
+
+
+def _accuracy(live: dict[str, Any]) -> list[str]:
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    return [str(live["labelled"]), share(live["primary"]), share(live["shadow"])]
 
 
 def _row(primary: str, shadow: str, cohort: str, stats: dict[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ from gateway.guard import ramp as ramps
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
 from gateway.shadow.service import ShadowOutcome
+from gateway.shadow.summary import LiveAccuracy
 
 _log = structlog.get_logger("gateway.guard")
 Clock = Callable[[], float]
@@ -85,6 +86,17 @@ class GuardService:
                 now=self._clock(),
                 variant=variant,
             )
+
+    def pair_accuracy(self, model: str) -> dict[tuple[str, str], LiveAccuracy]:
+        """Both sides' live accuracy per (primary, shadow) pair, for the shadow review."""
+        return {
+            pair: LiveAccuracy(
+                labelled=accuracy.labelled,
+                primary=accuracy.primary_accuracy,
+                shadow=accuracy.shadow_accuracy,
+            )
+            for pair, accuracy in self.live.pair_accuracy(model).items()
+        }
 
     def on_shadow_outcomes(self, outcomes: Sequence[ShadowOutcome]) -> None:
         """Shadow runs that ended (on the loop): counted per shadow version, and their
@@ -213,6 +225,16 @@ class GuardService:
             "shadow_versions": {
                 v: s.snapshot(quantile) for v, s in self.live.shadowed(model).items()
             },
+            "shadow_pairs": [
+                {
+                    "primary": primary,
+                    "shadow": shadow,
+                    "labelled": accuracy.labelled,
+                    "primary_accuracy": accuracy.primary,
+                    "shadow_accuracy": accuracy.shadow,
+                }
+                for (primary, shadow), accuracy in sorted(self.pair_accuracy(model).items())
+            ],
             "decisions": self.monitor.recent_decisions(model),
         }
 

@@ -280,7 +280,7 @@ def predict_artifact(artifact: Path, manifest: Manifest, pixels: Pixels) -> dict
 
 
 def _evaluate(artifact: Path, manifest: Manifest, pixels: Pixels, labels: Labels) -> MetricsSummary:
-    from sklearn.metrics import accuracy_score, f1_score
+    from gateway.demo.evaluation import score
 
     outputs = predict_artifact(artifact, manifest, pixels)
     probabilities, predicted = outputs["probabilities"], outputs["label"]
@@ -288,9 +288,10 @@ def _evaluate(artifact: Path, manifest: Manifest, pixels: Pixels, labels: Labels
         raise RecipeError(f"{artifact}: probabilities {probabilities.dtype} {probabilities.shape}")
     if predicted.dtype != np.int64 or predicted.shape != (len(pixels),):
         raise RecipeError(f"{artifact}: label {predicted.dtype} {predicted.shape}")
+    scored = score(outputs, manifest, labels.tolist())
     return MetricsSummary(
-        accuracy=float(accuracy_score(labels, predicted)),
-        macro_f1=float(f1_score(labels, predicted, average="macro")),
+        accuracy=scored.accuracy,
+        macro_f1=scored.macro_f1,
         dataset=DATASET,
         split=SPLIT,
         samples=len(labels),

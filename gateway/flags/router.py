@@ -101,11 +101,12 @@ class Router:
         return self._flags.releases
 
     def set_flags(self, flags: Mapping[str, Any]) -> dict[str, Release]:
-        """Validate and install a whole flag set (flag key -> flagd flag object).
+        """Validate and install a whole flag set (flag key -> flagd flag object), as stored:
+        a release whose policy no longer parses still routes (its automation is off).
 
         Raises InvalidFlag and changes nothing when any flag is invalid. Clears the cache.
         """
-        releases = validate_document({"flags": dict(flags)}, self._known_versions)
+        releases = validate_document({"flags": dict(flags)}, self._known_versions, stored=True)
         self._provider.set_flags(flags)
         by_model = MappingProxyType({release.model: release for release in releases.values()})
         # One assignment: a request sees the new releases together with a new, empty cache.

@@ -74,6 +74,16 @@ class FeedbackSink(Protocol):
         variant: str | None = None,
     ) -> None: ...
 
+    def record_pair_feedback(
+        self,
+        model: str,
+        primary: str,
+        shadow: str,
+        primary_correct: int,
+        shadow_correct: int,
+        total: int,
+    ) -> None: ...
+
 
 class _Prediction(msgspec.Struct, gc=False):
     """One logged prediction. Untracked by the garbage collector: the log keeps up to
@@ -174,10 +184,16 @@ class PredictionLog:
                 continue
             entry.answered = True
             result.accepted += 1
-            self._add(result, model, entry.version, entry.labels, truth, variant=entry.variant)
+            served = self._add(
+                result, model, entry.version, entry.labels, truth, variant=entry.variant
+            )
             for version, labels in entry.shadows.items():
                 if len(labels) == len(truth):
-                    self._add(result, model, version, labels, truth, served=False)
+                    shadow = self._add(result, model, version, labels, truth, served=False)
+                    if self._sink is not None:
+                        self._sink.record_pair_feedback(
+                            model, entry.version, version, served, shadow, len(truth)
+                        )
         return result
 
     def _add(
@@ -190,7 +206,8 @@ class PredictionLog:
         *,
         served: bool = True,
         variant: str | None = None,
-    ) -> None:
+    ) -> int:
+        """Count `predicted` against `truth` for `version`; how many were right."""
         name = version if served else f"{version}:shadow"
         summary = result.versions.get(name)
         if summary is None:
@@ -202,6 +219,7 @@ class PredictionLog:
             self._sink.record_feedback(
                 model, version, correct, len(truth), served=served, variant=variant
             )
+        return correct
 
     def _evict(self, now: float) -> None:
         """Drop the oldest predictions while there are too many or they are too old."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from gateway.guard.stats import ErrorKind, VersionStats
+from gateway.guard.stats import ErrorKind, PairAccuracy, VersionStats
 from gateway.guard.window import Arm, ReleaseWindow
 
 
@@ -24,6 +24,7 @@ class GuardStats:
         self._served: dict[tuple[str, str], VersionStats] = {}
         self._shadow: dict[tuple[str, str], VersionStats] = {}
         self._windows: dict[str, ReleaseWindow] = {}
+        self._pairs: dict[tuple[str, str, str], PairAccuracy] = {}
 
     # -- flags -------------------------------------------------------------------------------
 
@@ -129,7 +130,27 @@ class GuardStats:
                 window.record_labels(candidate_arm, correct, total)
                 return
 
+    def record_pair_feedback(
+        self,
+        model: str,
+        primary: str,
+        shadow: str,
+        primary_correct: int,
+        shadow_correct: int,
+        total: int,
+    ) -> None:
+        """Labelled rows of one shadowed request: how many the serving version and the shadow
+        each got right (a `feedback.FeedbackSink`)."""
+        key = (model, primary, shadow)
+        self._pairs[key] = self._pairs.get(key, PairAccuracy(0, 0, 0)).added(
+            primary_correct, shadow_correct, total
+        )
+
     # -- reads ---------------------------------------------------------------------------------
+
+    def pair_accuracy(self, model: str) -> dict[tuple[str, str], PairAccuracy]:
+        """(primary, shadow) -> both sides' accuracy over the same labelled rows."""
+        return {(p, s): acc for (m, p, s), acc in self._pairs.items() if m == model}
 
     def window(self, model: str) -> ReleaseWindow | None:
         return self._windows.get(model)

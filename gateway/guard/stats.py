@@ -45,6 +45,30 @@ class LiveAccuracy:
         return self.correct / self.total if self.total else None
 
 
+class PairAccuracy(msgspec.Struct, frozen=True):
+    """Feedback joined to both sides of shadowed requests: how often the version that served
+    and the shadow were right about the very same labelled rows."""
+
+    labelled: int
+    primary_correct: int
+    shadow_correct: int
+
+    @property
+    def primary_accuracy(self) -> float | None:
+        return self.primary_correct / self.labelled if self.labelled else None
+
+    @property
+    def shadow_accuracy(self) -> float | None:
+        return self.shadow_correct / self.labelled if self.labelled else None
+
+    def added(self, primary_correct: int, shadow_correct: int, labelled: int) -> PairAccuracy:
+        return PairAccuracy(
+            self.labelled + labelled,
+            self.primary_correct + primary_correct,
+            self.shadow_correct + shadow_correct,
+        )
+
+
 class LatencySummary(msgspec.Struct, frozen=True):
     """Latency quantiles in milliseconds over `count` successful requests."""
 

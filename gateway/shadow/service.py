@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -35,7 +35,7 @@ from gateway.repository import ModelRegistry
 from gateway.shadow.policy import ShadowConfig, ShadowPolicy
 from gateway.shadow.recorder import ComparisonRecorder
 from gateway.shadow.records import RecordMaker, ShadowJob, ShadowRequest
-from gateway.shadow.summary import ShadowSummary, summarise
+from gateway.shadow.summary import LiveAccuracy, ShadowSummary, summarise
 from gateway.state import ComparisonRecord, Store
 
 __all__ = ["ShadowOutcome", "ShadowRequest", "ShadowService"]
@@ -60,6 +60,8 @@ class ShadowOutcome:
 
 
 OutcomeSink = Callable[[Sequence[ShadowOutcome]], None]
+AccuracySource = Callable[[str], Mapping[tuple[str, str], LiveAccuracy]]
+"""model -> (primary, shadow) -> both sides' live accuracy from feedback."""
 
 
 class ShadowService:
@@ -74,6 +76,7 @@ class ShadowService:
         config: ShadowConfig,
         *,
         on_outcomes: OutcomeSink | None = None,
+        live_accuracy: AccuracySource | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -83,6 +86,7 @@ class ShadowService:
         self._clock = clock
         self._metrics = metrics
         self._on_outcomes = on_outcomes
+        self._live_accuracy = live_accuracy
         self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not secrets
         self._records = RecordMaker(registry, config)
         self.recorder = ComparisonRecorder(store, metrics, capacity=config.buffer_records)
@@ -308,7 +312,8 @@ class ShadowService:
         records = await self._store.comparisons(
             model, since=since, until=until, primary=primary, shadow=shadow, payload=False
         )
-        return summarise(model, records, since=since, until=until)
+        accuracy = self._live_accuracy(model) if self._live_accuracy is not None else None
+        return summarise(model, records, since=since, until=until, accuracy=accuracy)
 
     async def disagreements(
         self,

@@ -9,7 +9,7 @@ p50 and p99 latency of each side, and the errors on either side.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -101,11 +101,21 @@ class CohortSummary(msgspec.Struct, frozen=True, kw_only=True):
     stats: Stats
 
 
+class LiveAccuracy(msgspec.Struct, frozen=True, kw_only=True):
+    """Ground truth joined to both sides of the pair's shadowed requests, since the process
+    started: each side's accuracy over the very same labelled rows."""
+
+    labelled: int
+    primary: float | None
+    shadow: float | None
+
+
 class PairSummary(msgspec.Struct, frozen=True, kw_only=True):
     primary: str
     shadow: str
     stats: Stats
     cohorts: list[CohortSummary]
+    live_accuracy: LiveAccuracy | None = None
 
 
 class ShadowSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,8 +131,10 @@ def summarise(
     *,
     since: float | None = None,
     until: float | None = None,
+    accuracy: Mapping[tuple[str, str], LiveAccuracy] | None = None,
 ) -> ShadowSummary:
-    """Group `records` by (primary, shadow) pair, then by cohort, and summarise each group."""
+    """Group `records` by (primary, shadow) pair, then by cohort, and summarise each group;
+    `accuracy` gives a pair's live accuracy from feedback."""
     pairs: dict[tuple[str, str], dict[str, list[ComparisonRecord]]] = {}
     for record in records:
         cohorts = pairs.setdefault((record.primary_version, record.shadow_version), {})
@@ -139,6 +151,7 @@ def summarise(
                     CohortSummary(cohort=name, stats=group_stats(group))
                     for name, group in sorted(cohorts.items())
                 ],
+                live_accuracy=(accuracy or {}).get((primary, shadow)),
             )
         )
     return ShadowSummary(model=model, since=since, until=until, pairs=summaries)

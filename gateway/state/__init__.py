@@ -20,6 +20,14 @@ from gateway.state.files import (
     parse_flag_file,
     read_flag_files,
 )
+from gateway.state.shared import (
+    ArmTally,
+    Claim,
+    EvidenceTally,
+    ShadowLabels,
+    StoredPrediction,
+    WindowTally,
+)
 from gateway.state.sqlite import SQLiteStore
 from gateway.state.store import (
     AuditEntry,
@@ -34,10 +42,13 @@ from gateway.state.store import (
 )
 
 __all__ = [
+    "ArmTally",
     "AuditEntry",
+    "Claim",
     "ComparisonOutcome",
     "ComparisonRecord",
     "DiffFn",
+    "EvidenceTally",
     "FlagFileDoc",
     "FlagFileError",
     "FlagFileRemoved",
@@ -47,11 +58,14 @@ __all__ = [
     "OnFlagFileChange",
     "OutputRecord",
     "SQLiteStore",
+    "ShadowLabels",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "StoredPrediction",
     "TensorData",
     "VersionConflict",
+    "WindowTally",
     "parse_flag_document",
     "parse_flag_file",
     "read_flag_files",

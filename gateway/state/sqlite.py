@@ -18,16 +18,18 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import structlog
 
 from gateway.state import comparison_batches as batches
+from gateway.state import sqlite_shared as shared
 from gateway.state.errors import StoreUnavailable, VersionConflict
+from gateway.state.shared import Claim, ShadowLabels, StoredPrediction, WindowTally
 from gateway.state.store import (
     AuditEntry,
     ComparisonRecord,
@@ -37,8 +39,10 @@ from gateway.state.store import (
 )
 
 _log = structlog.get_logger("gateway.state")
+T = TypeVar("T")
 
-SCHEMA_VERSION = 4  # 2: shadow_comparisons, 3: in batches, 4: batches of plain records
+# 2: shadow_comparisons, 3: in batches, 4: batches of plain records, 5: predictions, windows
+SCHEMA_VERSION = 5
 MAX_AUDIT_LIMIT = 10_000
 
 _SCHEMA = """
@@ -76,6 +80,33 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('flag_changes', 0);
+CREATE TABLE IF NOT EXISTS epoch (id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS predictions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    claimed INTEGER NOT NULL DEFAULT 0,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS predictions_by_id ON predictions (model, request_id);
+CREATE INDEX IF NOT EXISTS predictions_by_expiry ON predictions (expires_at);
+CREATE TABLE IF NOT EXISTS prediction_shadows (
+    model TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    labels BLOB NOT NULL,
+    PRIMARY KEY (model, request_id, version)
+);
+CREATE TABLE IF NOT EXISTS guard_windows (
+    model TEXT NOT NULL,
+    flag_version INTEGER NOT NULL,
+    process TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (model, flag_version, process)
+);
 """
 
 # Literal statements only; every value travels as a parameter.
@@ -154,7 +185,7 @@ class SQLiteStore:
                     f"the state file {self.path} has schema version {found}, newer than this "
                     f"gateway's {SCHEMA_VERSION}"
                 )
-            if 0 < found < SCHEMA_VERSION:
+            if found in (2, 3):
                 discarded = batches.discard_older(db)
                 _log.warning(
                     "shadow_records_discarded", path=str(self.path), schema=found, records=discarded
@@ -347,6 +378,66 @@ class SQLiteStore:
             if keep_newest is not None:
                 deleted += _prune_beyond(db, keep_newest)
         return deleted
+
+    # -- what worker processes pool (gateway.state.shared) ----------------------------------
+
+    async def epoch(self) -> str:
+        return await asyncio.to_thread(self._in_transaction, shared.epoch)
+
+    def change_feed(self) -> AsyncIterator[None] | None:
+        return None  # processes sharing a file poll its change counter
+
+    async def add_predictions(
+        self,
+        model: str,
+        predictions: Sequence[StoredPrediction],
+        *,
+        keep_s: float,
+        max_entries: int,
+    ) -> None:
+        if predictions:
+            await asyncio.to_thread(
+                self._in_transaction,
+                lambda db: shared.add_predictions(
+                    db,
+                    model,
+                    predictions,
+                    keep_s=keep_s,
+                    max_entries=max_entries,
+                    now=self._clock(),
+                ),
+            )
+
+    async def add_shadow_labels(self, model: str, labels: Sequence[ShadowLabels]) -> None:
+        if labels:
+            await asyncio.to_thread(
+                self._in_transaction, lambda db: shared.add_shadow_labels(db, model, labels)
+            )
+
+    async def claim_predictions(self, model: str, request_ids: Sequence[str]) -> dict[str, Claim]:
+        return await asyncio.to_thread(
+            self._in_transaction,
+            lambda db: shared.claim_predictions(db, model, request_ids, self._clock()),
+        )
+
+    async def put_window_tally(
+        self, model: str, flag_version: int, process: str, tally: WindowTally
+    ) -> None:
+        await asyncio.to_thread(
+            self._in_transaction,
+            lambda db: shared.put_window_tally(
+                db, model, flag_version, process, tally, self._clock()
+            ),
+        )
+
+    async def window_tallies(self, model: str, flag_version: int) -> list[WindowTally]:
+        return await asyncio.to_thread(
+            self._in_transaction, lambda db: shared.window_tallies(db, model, flag_version)
+        )
+
+    def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._transaction("IMMEDIATE") as db:
+            return work(db)
 
     async def close(self) -> None:
         with self._lock:

@@ -6,10 +6,12 @@ embedded SQLite store today, Redis when several machines share one release.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
+
+from gateway.state.shared import Claim, ShadowLabels, StoredPrediction, WindowTally
 
 DiffFn = Callable[[Any, Any], list[dict[str, Any]]]
 """A pure function `(before, after) -> diff`; `before` is None when the flag is new."""
@@ -116,10 +118,23 @@ def whole_value_diff(before: Any, after: Any) -> list[dict[str, Any]]:
 
 
 class Store(Protocol):
-    """Flags with versions, the audit log, and shadow comparisons.
+    """Flags with versions, the audit log, shadow comparisons, and what the processes of one
+    gateway share (`gateway.state.shared`): predictions waiting for feedback, guard windows.
 
-    Every write of a flag is one atomic transaction; comparisons are written in batches.
+    Every write of a flag is one atomic transaction; comparisons, predictions and window
+    figures are written in batches, off the request path.
     """
+
+    async def epoch(self) -> str:
+        """An id of the store's data: the same while it keeps its data, a new one when it
+        comes back empty (a Redis restarted without persistence)."""
+        ...
+
+    def change_feed(self) -> AsyncIterator[None] | None:
+        """A stream that yields once per flag write made anywhere (pub/sub), or None when
+        the store has none (then callers poll `change_counter`). It may miss a notification
+        (a dropped connection): polling stays the fallback."""
+        ...
 
     async def get_flag(self, key: str) -> FlagRecord | None:
         """The flag under `key`, or None."""
@@ -201,6 +216,39 @@ class Store(Protocol):
     ) -> int:
         """Delete records with `at < older_than`, then all but the `keep_newest` most recently
         written; return how many were deleted."""
+        ...
+
+    async def add_predictions(
+        self,
+        model: str,
+        predictions: Sequence[StoredPrediction],
+        *,
+        keep_s: float,
+        max_entries: int,
+    ) -> None:
+        """Keep predictions for feedback to claim: each for `keep_s` seconds after its `at`,
+        and the `max_entries` most recent of a model at most; a request id stored again
+        replaces the older prediction."""
+        ...
+
+    async def add_shadow_labels(self, model: str, labels: Sequence[ShadowLabels]) -> None:
+        """Add shadows' predictions to stored predictions (ignored for one not stored)."""
+        ...
+
+    async def claim_predictions(self, model: str, request_ids: Sequence[str]) -> dict[str, Claim]:
+        """Claim each prediction for feedback, atomically: the first claim of a request id
+        gets its prediction, every later one (from any process) "duplicate"; an id never
+        stored, or no longer, is "unknown"."""
+        ...
+
+    async def put_window_tally(
+        self, model: str, flag_version: int, process: str, tally: WindowTally
+    ) -> None:
+        """Replace `process`'s figures of the release window (model, flag version)."""
+        ...
+
+    async def window_tallies(self, model: str, flag_version: int) -> list[WindowTally]:
+        """Every process's latest figures of the window (empty when there are none)."""
         ...
 
     async def close(self) -> None:
