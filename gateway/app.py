@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any, BinaryIO
 
@@ -30,8 +29,10 @@ from gateway.http.ofrep import OfrepController
 from gateway.http.ramp import RampController
 from gateway.http.shadow import ShadowController
 from gateway.interpreter import InterpreterTuning
+from gateway.lifecycle import AccessLogFlusher, Lifecycle, Tuned
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.worker_metrics import WorkerMetrics
 from gateway.repository import ModelRegistry, VersionState
 from gateway.runtimes import RuntimeOptions
 from gateway.security import load_token_table
@@ -125,6 +126,7 @@ def create_app(
         webhook_timeout_s=settings.guard_webhook_timeout_s,
         feedback_ttl_s=settings.feedback_ttl_s,
         feedback_max_entries=settings.feedback_max_entries,
+        shared=store if settings.shared_state else None,
     )
     shadow = ShadowService(
         registry,
@@ -137,21 +139,20 @@ def create_app(
     )
     serving = Serving(dataplane, router, shadow, guard, access_log, metrics)
     dashboard = Dashboard(settings, guard, registry)
-    background: list[asyncio.Task[None]] = []
+    workers = (
+        WorkerMetrics(metrics.registry, settings.metrics_dir)
+        if settings.workers > 1 and settings.metrics_dir is not None
+        else None
+    )
+    if workers is not None:
+        metrics.merge_workers(workers)
     interpreter = InterpreterTuning(
         gc_freeze=settings.gc_freeze,
         gc_gen0_threshold=settings.gc_gen0_threshold,
         switch_interval_s=settings.switch_interval_ms / 1000.0,
     )
 
-    async def on_startup() -> None:
-        await control.start()
-        await executors.start()
-        await shadow.start()
-        await guard.start()
-        await dashboard.start()
-        background.append(asyncio.create_task(access_log.flush_every(1.0), name="access-log"))
-        interpreter.apply()
+    def started() -> None:
         _log.info(
             "gateway_started",
             models={entry.name: entry.sorted_versions() for entry in registry},
@@ -160,16 +161,23 @@ def create_app(
             admin_tokens=len(tokens),
         )
 
+    # Each part stops before what it needs: the executors (no more shadow answers) before
+    # shadow mode writes its last records, shadow mode before the store closes.
+    lifecycle = Lifecycle(
+        [
+            control,
+            shadow,
+            executors,
+            guard,
+            dashboard,
+            workers,
+            AccessLogFlusher(access_log),
+            Tuned(interpreter, started),
+        ]
+    )
+
     async def on_shutdown() -> None:
-        for task in background:
-            task.cancel()
-        access_log.flush()
-        await dashboard.stop()
-        await guard.stop()
-        await executors.stop()  # no more answers; a thread in a hung call is left behind
-        await shadow.stop()  # its last records go to the store before the store closes
-        await control.stop()
-        interpreter.restore()
+        await lifecycle.stop()
         registry.unload()
 
     app = Litestar(
@@ -205,7 +213,7 @@ def create_app(
             {"metrics": metrics, "max_body_bytes": settings.max_body_bytes, "tokens": tokens}
         ),
         template_config=dashboard.template_config,
-        on_startup=[on_startup],
+        on_startup=[lifecycle.start],
         on_shutdown=[on_shutdown],
         openapi_config=OpenAPIConfig(title="Release Gateway", version=__version__, path="/schema"),
         debug=False,

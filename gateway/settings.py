@@ -43,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     admin_tokens_file: Path | None = None
     # How often a worker checks the store for flag changes made by another worker.
     flag_poll_interval_s: float = 0.5
+    # Where worker processes leave their metrics for a scrape to add up (set by
+    # `gateway serve --workers N`, which empties it first).
+    metrics_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -160,6 +163,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def limits(self) -> Limits:
         return Limits(max_body_bytes=self.max_body_bytes, max_batch_rows=self.max_batch_rows)
+
+    @property
+    def shared_state(self) -> bool:
+        """Whether this process is one of several serving the same releases (worker
+        processes, or replicas sharing a Redis store): then the guard pools every process's
+        figures and feedback joins predictions through the store."""
+        return self.workers > 1
 
     @property
     def execution(self) -> ExecutionConfig:

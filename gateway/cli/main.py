@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gateway.cli import admin as admin_commands
 from gateway.cli import loadgen as loadgen_commands
@@ -37,6 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
     environ = {
         PREFIX + name.upper(): str(value) for name, value in overrides.items() if value is not None
     }
+    if settings.workers > 1:
+        environ[PREFIX + "METRICS_DIR"] = str(_fresh_metrics_dir(settings))
     if not settings.admin_tokens and settings.admin_tokens_file is None:
         environ[PREFIX + "ADMIN_TOKENS"] = "local:release-manager:" + _local_token()
     print(
@@ -46,6 +49,15 @@ def _serve(args: argparse.Namespace) -> int:
     )
     serve(settings, environ)
     return 0
+
+
+def _fresh_metrics_dir(settings: Settings) -> Path:
+    """The directory the workers share their metrics through, emptied of an earlier run's."""
+    directory = settings.metrics_dir or settings.state_path.parent / "metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.msgpack"):
+        stale.unlink(missing_ok=True)
+    return directory.resolve()
 
 
 def _local_token() -> str:

@@ -3,17 +3,22 @@ through `ReleaseControl` as audited flag writes, and ramps start behind the offl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
 
+from gateway.control.pooling import WindowPool
 from gateway.control.releases import InForce, ReleaseControl
 from gateway.dataplane import Prediction
 from gateway.dataplane.classes import predicted_classes
 from gateway.guard import (
     ErrorKind,
+    FeedbackItem,
+    FeedbackResult,
     GuardMonitor,
     GuardStats,
     GuardTarget,
@@ -22,10 +27,13 @@ from gateway.guard import (
     webhook_poster,
 )
 from gateway.guard import ramp as ramps
+from gateway.guard.shared_feedback import SharedPredictions
+from gateway.guard.window import ReleaseWindow
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
 from gateway.shadow.service import ShadowOutcome
 from gateway.shadow.summary import LiveAccuracy
+from gateway.state import Store, StoreUnavailable
 
 _log = structlog.get_logger("gateway.guard")
 Clock = Callable[[], float]
@@ -45,15 +53,30 @@ class GuardService:
         webhook_timeout_s: float = 5.0,
         feedback_ttl_s: float = 24 * 3600.0,
         feedback_max_entries: int = 100_000,
+        shared: Store | None = None,
         clock: Clock = time.time,
     ) -> None:
+        """`shared`: the store this gateway's processes pool through (several workers or
+        replicas): the guard then judges every process's traffic, and feedback joins
+        predictions whichever process served them."""
         self._control = control
         self._registry = registry
         self._clock = clock
         self.live = GuardStats()
-        self.predictions = PredictionLog(
-            max_entries=feedback_max_entries, ttl_s=feedback_ttl_s, sink=self.live
-        )
+        self.predictions: PredictionLog | SharedPredictions
+        if shared is None:
+            self.predictions = PredictionLog(
+                max_entries=feedback_max_entries, ttl_s=feedback_ttl_s, sink=self.live
+            )
+            self._pool: WindowPool | None = None
+        else:
+            self.predictions = SharedPredictions(
+                shared, self.live, keep_s=feedback_ttl_s, max_entries=feedback_max_entries
+            )
+            self._pool = WindowPool(shared, self.live)
+        self._pooled: dict[str, tuple[ReleaseWindow, int]] = {}
+        self._pool_problem: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.monitor = GuardMonitor(
             self._targets,
             rollback=self._rollback,
@@ -132,13 +155,27 @@ class GuardService:
 
     async def _targets(self) -> Sequence[GuardTarget]:
         """The releases to judge: enabled ones whose stored policy parsed (a release whose
-        policy did not has its automation off, and is not judged)."""
+        policy did not has its automation off, and is not judged), over every process's
+        figures when the gateway pools them (none while the store is unreachable)."""
+        if self._pool is not None:
+            try:
+                await self._pool.flush()
+            except StoreUnavailable as exc:
+                self._lost_pool(exc)
+                return []
         targets = []
         for model, applied in self._in_force.items():
             release = applied.release
             window = self.live.window(model)
             if window is None or not release.enabled or not release.policy.automated:
                 continue
+            if self._pool is not None:
+                try:
+                    self._pooled[model] = await self._pool.pooled(window)
+                except StoreUnavailable as exc:
+                    self._lost_pool(exc)
+                    return []
+                window = self._pooled[model][0]
             targets.append(
                 GuardTarget(
                     model=model,
@@ -148,7 +185,21 @@ class GuardService:
                     ramp=release.policy.ramp,
                 )
             )
+        if self._pool_problem is not None:
+            _log.info("guard_pool_back", model_count=len(targets))
+        self._pool_problem = None
         return targets
+
+    def _lost_pool(self, exc: StoreUnavailable) -> None:
+        if self._pool_problem is None:
+            _log.warning("guard_blind", error=str(exc), decisions="none until the store is back")
+        self._pool_problem = f"no decisions: the store is unreachable ({exc})"
+
+    async def join_feedback(self, model: str, items: Sequence[FeedbackItem]) -> FeedbackResult:
+        """True labels joined to the predictions they name (in any process of the gateway)."""
+        if isinstance(self.predictions, SharedPredictions):
+            return await self.predictions.join(model, items, self._clock())
+        return self.predictions.join(model, items, self._clock())
 
     # -- acting ----------------------------------------------------------------------------
 
@@ -197,12 +248,21 @@ class GuardService:
         """The guard's view of a release for `GET /admin/releases/{model}`."""
         applied = self._in_force.get(model)
         window = self.live.window(model)
+        processes = 1
+        pooled = self._pooled.get(model)
+        if (
+            pooled is not None
+            and window is not None
+            and pooled[0].flag_version == window.flag_version
+        ):
+            window, processes = pooled
         now = self._clock()
         release_policy = applied.release.policy if applied else None
         policy = release_policy.guard if release_policy else None
         quantile = policy.latency_quantile if policy else 0.99
         ramp = release_policy.ramp if release_policy else None
         return {
+            "flag_version_in_force": applied.record.version if applied else None,
             "automation": None
             if release_policy is None
             else {
@@ -210,6 +270,13 @@ class GuardService:
                 "problem": release_policy.problem or None,
             },
             "policy": policy.to_metadata() if policy else None,
+            "pool": None
+            if self._pool is None
+            else {
+                "processes": processes,
+                "available": self._pool_problem is None,
+                "problem": self._pool_problem,
+            },
             "ramp": ramp.describe(now) if ramp else None,
             "window": None
             if window is None
@@ -240,6 +307,18 @@ class GuardService:
 
     async def start(self) -> None:
         await self.monitor.start()
+        if isinstance(self.predictions, SharedPredictions):
+            self._tasks.append(
+                asyncio.create_task(self.predictions.flush_every(), name="predictions-flush")
+            )
 
     async def stop(self) -> None:
         await self.monitor.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if isinstance(self.predictions, SharedPredictions):
+            with contextlib.suppress(StoreUnavailable):
+                await self.predictions.flush()

@@ -7,53 +7,54 @@ policy of its metadata: `gateway.flags.policy`), and a version it brings into a 
 variant passes the offline gate (`gate`) or is forced, audited. A write that fails any of
 them changes nothing.
 
-Flags live in the store (the source of truth shared by every worker). This process applies
-them to its router after each write it makes, when the store's change counter moves (a write
-by another worker), and when a file under `flags/` changes (the file is then the source). A
-stored flag whose policy no longer parses (written by another version of the gateway) keeps
-serving its routes with its automation off, and says so (`release_policy_invalid`).
+Flags live in the store (the source of truth shared by every worker and replica). This
+process applies them to its router after each write it makes, when the store notifies a write
+(pub/sub, where it has it) or its change counter moves (polled, the fallback), and when a file
+under `flags/` changes (the file is then the source). A stored flag whose policy no longer
+parses (written by another version of the gateway) keeps serving its routes with its
+automation off, and says so (`release_policy_invalid`).
+
+While the store is unreachable the flags in force stay as they are (requests never need the
+store), audit events wait in a bounded outbox, and admin changes fail (StoreUnavailable: 503).
+A gateway that starts without its store serves the flags of `flags/` until it answers. A
+store that comes back empty (a Redis restarted without persistence: a new epoch) is refilled
+from the flags this process last had in force, or from `flags/`, by whichever process gets
+there first (a create-only write), and the log says so.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from gateway.control.files import FlagFiles
+from gateway.control.follow import StoreFollower
 from gateway.control.gate import OfflineGate
+from gateway.control.in_force import InForce
+from gateway.control.outbox import AuditOutbox
 from gateway.errors import FlagNotFound, ReleaseNotFound
 from gateway.flags.document import Release
 from gateway.flags.errors import InvalidFlag, InvalidPolicy
 from gateway.flags.router import Router
 from gateway.flags.validation import validate_flag
 from gateway.flags.versions import KnownVersions
-from gateway.guard.errors import OfflineGateRefused
 from gateway.observability.metrics import GatewayMetrics
-from gateway.state import FlagFileError, FlagFilesInvalid, FlagFileWatcher, FlagRecord, Store
-from gateway.state.files import read_flag_files
+from gateway.state import FlagRecord, Store
 
 FlagEdit = Callable[[dict[str, Any]], dict[str, Any]]
 _log = structlog.get_logger("gateway.control")
 
 
-@dataclass(frozen=True, slots=True)
-class InForce:
-    """A flag as stored, and the release it describes, as this process applies it."""
-
-    record: FlagRecord
-    release: Release
-
-
 ReloadListener = Callable[[Mapping[str, InForce]], None]
+
+__all__ = ["FlagEdit", "InForce", "ReleaseControl", "ReloadListener"]
 
 
 class ReleaseControl:
-    """Reads, changes and applies release flags; owns the file watcher and the store poller."""
+    """Reads, changes and applies release flags; follows the store and the flag files."""
 
     def __init__(
         self,
@@ -68,15 +69,14 @@ class ReleaseControl:
     ) -> None:
         self.store = store
         self.router = router
-        self._known_versions = known_versions
+        self.known_versions = known_versions
         self._metrics = metrics
         self._gate = gate
-        self._flags_dir = flags_dir
-        self._poll_interval_s = poll_interval_s
         self._in_force: dict[str, InForce] = {}
         self._counter = -1
-        self._watcher = FlagFileWatcher(flags_dir, self._on_file_change)
-        self._poller: asyncio.Task[None] | None = None
+        self.outbox = AuditOutbox(store)
+        files = FlagFiles(flags_dir, self.write_from_file, self.outbox, self._keys, self.reload)
+        self._follower = StoreFollower(self, files, self.outbox, poll_interval_s)
         self._reload_listeners: list[ReloadListener] = []
         self._reported: set[tuple[str, int]] = set()  # stored policies reported invalid
 
@@ -92,19 +92,22 @@ class ReleaseControl:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Seed flags the store lacks from `flags/`, apply the store's flags, start watching."""
-        await self._watcher.start()
-        await self._seed_from_files()
-        await self.reload()
-        self._poller = asyncio.create_task(self._poll(), name="flag-poller")
+        """Seed flags the store lacks from `flags/`, apply the store's flags, then follow the
+        store and the files (`follow.StoreFollower`)."""
+        await self._follower.start()
 
     async def stop(self) -> None:
-        await self._watcher.stop()
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        await self._follower.stop()
         await self.store.close()
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the store cannot be reached now (None while it answers)."""
+        return self._follower.problem
+
+    async def follow(self) -> None:
+        """One look at the store now (what the poller does every interval)."""
+        await self._follower.follow()
 
     async def reload(self) -> None:
         """Apply every stored flag to the router; an invalid one keeps its last good form."""
@@ -113,7 +116,7 @@ class ReleaseControl:
         good: dict[str, InForce] = {}
         for key, record in records.items():
             try:
-                release = validate_flag(key, record.flag, self._known_versions, stored=True)
+                release = validate_flag(key, record.flag, self.known_versions, stored=True)
             except InvalidFlag as exc:
                 _log.error("stored_flag_invalid", flag=key, version=record.version, error=str(exc))
                 previous = self._in_force.get(key)
@@ -122,9 +125,22 @@ class ReleaseControl:
                 continue
             self._report_policy(record, release)
             good[key] = InForce(record, release)
+        self.install(good)
+        self._counter = counter
+
+    @property
+    def counter(self) -> int:
+        """The store's change counter when the flags in force were read."""
+        return self._counter
+
+    def invalidate(self) -> None:
+        """Make the next look at the store reload, whatever its counter says."""
+        self._counter = -1
+
+    def install(self, good: dict[str, InForce]) -> None:
+        """Put `good` in force: the router's flags, the listeners', the metrics'."""
         self.router.set_flags({key: applied.record.flag for key, applied in good.items()})
         self._in_force = good
-        self._counter = counter
         for listener in self._reload_listeners:
             listener(dict(good))
         for key, applied in good.items():
@@ -144,69 +160,16 @@ class ReleaseControl:
             automation="off: no automatic rollback or ramp step until the flag is fixed",
         )
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_interval_s)
-            try:
-                if await self.store.change_counter() != self._counter:
-                    await self.reload()
-            except Exception:
-                _log.exception("flag_poll_failed")
+    async def write_from_file(self, path: Path, key: str, flag: Any, *, action: str) -> None:
+        """A flag from a file, through the same checks as the API (InvalidFlag,
+        OfflineGateRefused and StoreUnavailable as they come)."""
+        release = validate_flag(key, flag, self.known_versions)
+        self._check_one_flag_per_model(key, release.model)
+        reason = f"flag file {path.name} changed" if action == "file_change" else "seeded"
+        await self._write(key, flag, release, None, f"file:{path.name}", action, reason)
 
-    # -- files -------------------------------------------------------------------------------
-
-    async def _seed_from_files(self) -> None:
-        try:
-            docs = read_flag_files(self._flags_dir)
-        except FlagFilesInvalid as exc:
-            for name, error in exc.errors.items():
-                _log.error("flag_file_rejected", file=name, error=str(error))
-            docs = exc.docs
-        stored = {record.key for record in await self.store.list_flags()}
-        for name, doc in docs.items():
-            for key, flag in doc.flags.items():
-                if key not in stored:
-                    await self._write_from_file(Path(name), key, flag, action="seed")
-
-    async def _on_file_change(self, path: Path, change: dict[str, Any] | FlagFileError) -> None:
-        if isinstance(change, FlagFileError):
-            _log.error("flag_file_rejected", file=path.name, error=str(change))
-            await self.store.append_audit(
-                actor=f"file:{path.name}",
-                action="file_rejected",
-                key="",
-                model="",
-                reason=str(change),
-            )
-            return
-        flags = change.get("flags")
-        if not isinstance(flags, dict):
-            return
-        for key, flag in flags.items():
-            await self._write_from_file(path, key, flag, action="file_change")
-        await self.reload()
-
-    async def _write_from_file(self, path: Path, key: str, flag: Any, *, action: str) -> None:
-        """A flag from a file, through the same checks as the API; one that fails them is
-        logged and audited as rejected, and not applied."""
-        actor = f"file:{path.name}"
-        try:
-            release = validate_flag(key, flag, self._known_versions)
-            self._check_one_flag_per_model(key, release.model)
-            await self._write(
-                key,
-                flag,
-                release,
-                None,
-                actor,
-                action,
-                f"flag file {path.name} changed" if action == "file_change" else "seeded",
-            )
-        except (InvalidFlag, OfflineGateRefused) as exc:
-            _log.error("flag_rejected", flag=key, source=actor, error=str(exc))
-            await self.store.append_audit(
-                actor=actor, action=f"{action}_rejected", key=key, model="", reason=str(exc)
-            )
+    async def _keys(self) -> set[str]:
+        return {record.key for record in await self.store.list_flags()}
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -246,7 +209,7 @@ class ReleaseControl:
     ) -> FlagRecord:
         """Replace (or create) a whole flag; nothing changes unless it validates and passes
         the offline gate (or `force` overrides it, audited)."""
-        release = validate_flag(key, flag, self._known_versions)
+        release = validate_flag(key, flag, self.known_versions)
         self._check_one_flag_per_model(key, release.model)
         return await self._write(
             key, flag, release, expected_version, actor, "replace", reason, force=force
@@ -279,10 +242,10 @@ class ReleaseControl:
         had (written by another version of the gateway) never blocks it: a release whose
         automation is off must still be rolled back, disabled or fixed by hand."""
         try:
-            return validate_flag(key, flag, self._known_versions)
+            return validate_flag(key, flag, self.known_versions)
         except InvalidPolicy:
             current = self._in_force.get(key)
-            release = validate_flag(key, flag, self._known_versions, stored=True)
+            release = validate_flag(key, flag, self.known_versions, stored=True)
             if current is None or release.policy.problem != current.release.policy.problem:
                 raise
             return release

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -58,6 +58,61 @@ class FeedbackResult(msgspec.Struct):
     expired: list[str] = msgspec.field(default_factory=list)
     duplicate: list[str] = msgspec.field(default_factory=list)
     invalid: list[InvalidFeedback] = msgspec.field(default_factory=list)
+
+
+def score(
+    sink: FeedbackSink | None,
+    result: FeedbackResult,
+    model: str,
+    item: FeedbackItem,
+    version: str,
+    variant: str | None,
+    labels: tuple[str, ...],
+    shadows: Mapping[str, tuple[str, ...]],
+) -> bool:
+    """Join `item`'s true labels to what `version` (through `variant`) predicted, `labels`,
+    and what each shadow did: counted into `result` and `sink`. False (and `result.invalid`
+    says why) when the labels do not match the prediction's rows."""
+    truth = tuple(map(str, item.label)) if isinstance(item.label, list) else (str(item.label),)
+    if len(truth) != len(labels):
+        result.invalid.append(
+            InvalidFeedback(
+                item.id, f"{len(truth)} label(s) for a prediction of {len(labels)} row(s)"
+            )
+        )
+        return False
+    result.accepted += 1
+    served = _count(sink, result, model, version, labels, truth, served=True, variant=variant)
+    for shadow, shadow_labels in shadows.items():
+        if len(shadow_labels) == len(truth):
+            right = _count(sink, result, model, shadow, shadow_labels, truth, served=False)
+            if sink is not None:
+                sink.record_pair_feedback(model, version, shadow, served, right, len(truth))
+    return True
+
+
+def _count(
+    sink: FeedbackSink | None,
+    result: FeedbackResult,
+    model: str,
+    version: str,
+    predicted: tuple[str, ...],
+    truth: tuple[str, ...],
+    *,
+    served: bool,
+    variant: str | None = None,
+) -> int:
+    """Count `predicted` against `truth` for `version`; how many were right."""
+    name = version if served else f"{version}:shadow"
+    summary = result.versions.get(name)
+    if summary is None:
+        summary = result.versions[name] = VersionFeedback(version, served)
+    correct = sum(p == t for p, t in zip(predicted, truth, strict=True))
+    summary.correct += correct
+    summary.total += len(truth)
+    if sink is not None:
+        sink.record_feedback(model, version, correct, len(truth), served=served, variant=variant)
+    return correct
 
 
 class FeedbackSink(Protocol):
@@ -171,55 +226,18 @@ class PredictionLog:
             if entry.answered:
                 result.duplicate.append(item.id)
                 continue
-            truth = (
-                tuple(map(str, item.label)) if isinstance(item.label, list) else (str(item.label),)
-            )
-            if len(truth) != len(entry.labels):
-                result.invalid.append(
-                    InvalidFeedback(
-                        item.id,
-                        f"{len(truth)} label(s) for a prediction of {len(entry.labels)} row(s)",
-                    )
-                )
-                continue
-            entry.answered = True
-            result.accepted += 1
-            served = self._add(
-                result, model, entry.version, entry.labels, truth, variant=entry.variant
-            )
-            for version, labels in entry.shadows.items():
-                if len(labels) == len(truth):
-                    shadow = self._add(result, model, version, labels, truth, served=False)
-                    if self._sink is not None:
-                        self._sink.record_pair_feedback(
-                            model, entry.version, version, served, shadow, len(truth)
-                        )
+            if score(
+                self._sink,
+                result,
+                model,
+                item,
+                entry.version,
+                entry.variant,
+                entry.labels,
+                entry.shadows,
+            ):
+                entry.answered = True
         return result
-
-    def _add(
-        self,
-        result: FeedbackResult,
-        model: str,
-        version: str,
-        predicted: tuple[str, ...],
-        truth: tuple[str, ...],
-        *,
-        served: bool = True,
-        variant: str | None = None,
-    ) -> int:
-        """Count `predicted` against `truth` for `version`; how many were right."""
-        name = version if served else f"{version}:shadow"
-        summary = result.versions.get(name)
-        if summary is None:
-            summary = result.versions[name] = VersionFeedback(version, served)
-        correct = sum(p == t for p, t in zip(predicted, truth, strict=True))
-        summary.correct += correct
-        summary.total += len(truth)
-        if self._sink is not None:
-            self._sink.record_feedback(
-                model, version, correct, len(truth), served=served, variant=variant
-            )
-        return correct
 
     def _evict(self, now: float) -> None:
         """Drop the oldest predictions while there are too many or they are too old."""

@@ -134,6 +134,27 @@ class ErrorSplitTest:
         self.candidate_errors += candidate
         self._cache = None
 
+    @property
+    def log_lrs(self) -> list[float]:
+        """The log likelihood ratio of each alternative (what `restore` takes back)."""
+        return list(self._log_lr)
+
+    def empty(self) -> ErrorSplitTest:
+        """A test over the same alternatives, with no evidence yet."""
+        return ErrorSplitTest(self._thetas)
+
+    def restore(self, log_lrs: Sequence[float], errors: int, candidate_errors: int) -> None:
+        """Take the evidence `log_lrs` (and its error counts) as this test's own, as another
+        process's window tally carries it."""
+        if len(log_lrs) != len(self._thetas):
+            raise ValueError(
+                f"{len(log_lrs)} likelihood ratios for a test over {len(self._thetas)} ratios"
+            )
+        self._log_lr = [float(value) for value in log_lrs]
+        self.errors = errors
+        self.candidate_errors = candidate_errors
+        self._cache = None
+
     def merge(self, other: ErrorSplitTest) -> None:
         """Pool another window's errors (another replica's over the same release): the
         per-ratio likelihood ratios multiply, since each error enters exactly one of them."""

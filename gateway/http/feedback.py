@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -45,5 +44,5 @@ class FeedbackController(Controller):
         items = decoded if isinstance(decoded, list) else [decoded]
         if len(items) > MAX_FEEDBACK_ITEMS:
             raise InvalidRequest(f"at most {MAX_FEEDBACK_ITEMS} feedback items per request")
-        result = guard.predictions.join(model, items, time.time())
+        result = await guard.join_feedback(model, items)
         return Response(encode_json(result), media_type="application/json")

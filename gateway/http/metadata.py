@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Controller, Response, get
@@ -39,7 +40,8 @@ class HealthController(Controller):
 
     @get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics(self, metrics: NamedDependency[GatewayMetrics]) -> Response[bytes]:
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        # Merging several workers' snapshots reads files: off the event loop.
+        return Response(await asyncio.to_thread(metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
 
 class MetadataController(Controller):

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from gateway.observability.execution_metrics import ExecutionMetrics
 from gateway.observability.histograms import HistogramCollector, HistogramCounts
 from gateway.observability.request_metrics import RequestPathMetrics
+from gateway.observability.worker_metrics import WorkerMetrics
 
 # Latencies of small CPU models sit between 50 µs and a few ms; slow ones reach seconds.
 LATENCY_BUCKETS = (
@@ -160,6 +161,7 @@ class GatewayMetrics:
             ["model"],
             registry=self.registry,
         )
+        self._workers: WorkerMetrics | None = None
         # Label lookups cost more than the increment itself; children are cached per label set.
         self._shadow_children: dict[tuple[str, str, str, str], Counter] = {}
         # Per shadow pair: its metric children and the running agreement (under the lock).
@@ -251,5 +253,12 @@ class GatewayMetrics:
     def count_webhook_failure(self, model: str) -> None:
         self._webhook_failures.labels(model).inc()
 
+    def merge_workers(self, workers: WorkerMetrics) -> None:
+        """Answer scrapes with every worker process's samples added up (`worker_metrics`)."""
+        self._workers = workers
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._workers is not None:
+            return self._workers.exposition()
+        data: bytes = generate_latest(self.registry)
+        return data

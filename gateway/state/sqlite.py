@@ -301,10 +301,11 @@ class SQLiteStore:
         reason: str,
         diff: list[dict[str, Any]] | None = None,
         evidence: dict[str, Any] | None = None,
+        at: float | None = None,
     ) -> AuditEntry:
         diff_text = _text([] if diff is None else diff)
         evidence_text = None if evidence is None else _text(evidence)
-        at = self._clock()
+        at = self._clock() if at is None else at
         with self._transaction("IMMEDIATE") as db:
             cursor = db.execute(
                 _INSERT_AUDIT,

@@ -179,8 +179,11 @@ class Store(Protocol):
         reason: str,
         diff: list[dict[str, Any]] | None = None,
         evidence: dict[str, Any] | None = None,
+        at: float | None = None,
     ) -> AuditEntry:
-        """Record an event that wrote no flag (a rejected change, a guard decision)."""
+        """Record an event that wrote no flag (a rejected change, a guard decision); `at`
+        when it happened (now by default: an event that waited for the store keeps its
+        time)."""
         ...
 
     async def change_counter(self) -> int:
