@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,13 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if settings.workers > 1:
         environ[PREFIX + "METRICS_DIR"] = str(_fresh_metrics_dir(settings))
+    busy = _port_taken(settings.host, settings.port)
+    if busy is not None:
+        print(
+            f"gateway serve: cannot listen on {settings.host}:{settings.port}: {busy}",
+            file=sys.stderr,
+        )
+        return 2
     if not settings.admin_tokens and settings.admin_tokens_file is None:
         environ[PREFIX + "ADMIN_TOKENS"] = "local:release-manager:" + _local_token()
     print(
@@ -49,6 +57,18 @@ def _serve(args: argparse.Namespace) -> int:
     )
     serve(settings, environ)
     return 0
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why the address cannot be listened on, or None. granian listens with SO_REUSEPORT, so
+    a second gateway on a taken port would start and silently share the traffic."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _fresh_metrics_dir(settings: Settings) -> Path:
