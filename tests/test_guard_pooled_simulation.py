@@ -64,10 +64,10 @@ def first_pooled_rollback(
         done = t + 1
         if t not in looks:
             continue
-        window = pooled("digits", 1, [tally_of(w) for w in windows], accuracy_margin=0.01)
-        assert window is not None
-        if decide(window, POLICY, now=60.0).kind is DecisionKind.BREACH:
-            return window.candidate.requests
+        whole = pooled("digits", 1, [tally_of(w) for w in windows], accuracy_margin=0.01)
+        assert whole is not None
+        if decide(whole, POLICY, now=60.0).kind is DecisionKind.BREACH:
+            return whole.candidate.requests
     return None
 
 
