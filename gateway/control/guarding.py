@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from gateway.control.guard_status import release_status
 from gateway.control.pooling import WindowPool
 from gateway.control.releases import InForce, ReleaseControl
 from gateway.dataplane import Prediction
@@ -246,7 +247,6 @@ class GuardService:
 
     def status(self, model: str) -> dict[str, Any]:
         """The guard's view of a release for `GET /admin/releases/{model}`."""
-        applied = self._in_force.get(model)
         window = self.live.window(model)
         processes = 1
         pooled = self._pooled.get(model)
@@ -256,54 +256,22 @@ class GuardService:
             and pooled[0].flag_version == window.flag_version
         ):
             window, processes = pooled
-        now = self._clock()
-        release_policy = applied.release.policy if applied else None
-        policy = release_policy.guard if release_policy else None
-        quantile = policy.latency_quantile if policy else 0.99
-        ramp = release_policy.ramp if release_policy else None
-        return {
-            "flag_version_in_force": applied.record.version if applied else None,
-            "automation": None
-            if release_policy is None
-            else {
-                "enabled": release_policy.automated,
-                "problem": release_policy.problem or None,
-            },
-            "policy": policy.to_metadata() if policy else None,
-            "pool": None
+        return release_status(
+            self._in_force.get(model),
+            window,
+            live=self.live,
+            model=model,
+            pool=None
             if self._pool is None
             else {
                 "processes": processes,
                 "available": self._pool_problem is None,
                 "problem": self._pool_problem,
             },
-            "ramp": ramp.describe(now) if ramp else None,
-            "window": None
-            if window is None
-            else {
-                "flag_version": window.flag_version,
-                "started_at": window.started_at,
-                "length_s": round(now - window.started_at, 3),
-                "baseline": window.baseline.snapshot(quantile),
-                "candidate": window.candidate.snapshot(quantile),
-                "error_test": window.error_test.result(policy.alpha if policy else 0.005),
-            },
-            "versions": {v: s.snapshot(quantile) for v, s in self.live.served(model).items()},
-            "shadow_versions": {
-                v: s.snapshot(quantile) for v, s in self.live.shadowed(model).items()
-            },
-            "shadow_pairs": [
-                {
-                    "primary": primary,
-                    "shadow": shadow,
-                    "labelled": accuracy.labelled,
-                    "primary_accuracy": accuracy.primary,
-                    "shadow_accuracy": accuracy.shadow,
-                }
-                for (primary, shadow), accuracy in sorted(self.pair_accuracy(model).items())
-            ],
-            "decisions": self.monitor.recent_decisions(model),
-        }
+            pairs=self.pair_accuracy(model),
+            decisions=self.monitor.recent_decisions(model),
+            now=self._clock(),
+        )
 
     async def start(self) -> None:
         await self.monitor.start()
