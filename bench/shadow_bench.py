@@ -29,7 +29,6 @@ import secrets
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Sequence
