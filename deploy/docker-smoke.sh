@@ -8,6 +8,7 @@
 #   deploy/docker-smoke.sh [CONTAINER] [PORT]      # default: release-gateway-local 8490,
 #                                                  # what `docker-local.sh run` starts
 set -euo pipefail
+trap 'echo "FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 NAME=${1:-release-gateway-local}
 PORT=${2:-8490}
 URL=http://127.0.0.1:$PORT
@@ -52,7 +53,7 @@ expect '"model_name":"digits"' "$answer"
 answer=$(curl -sf -D - "$URL/v2/models/digits/versions/2/infer" -H 'content-type: application/json' -d "$V2")
 grep -i '^x-model-version' <<<"$answer"
 expect 'x-model-version: 2' "$answer"
-answer=$(curl -sf "$URL/v1/models/digits:predict" -d '{"instances": ['"$ROW"']}'); echo "$answer"
+answer=$(curl -sf "$URL/v1/models/digits:predict" -H 'content-type: application/json' -d '{"instances": ['"$ROW"']}'); echo "$answer"
 expect '"predictions"' "$answer"
 answer=$(curl -sf "$URL/metrics")
 grep '^gateway_requests_total' <<<"$answer" | head -3
@@ -60,7 +61,7 @@ expect 'gateway_requests_total{' "$answer"
 
 step "CLI in the container (token from var/admin-token)"
 out=$(cli release status digits); echo "$out" | head -12; expect "digits" "$out"
-out=$(cli models list); echo "$out"; expect "ready" "$out"
+out=$(cli models list); echo "$out"; expect "READY" "$out"
 out=$(cli release rollout digits --version 2 --percent 25 --reason "docker smoke"); echo "$out"
 out=$(cli audit --model digits --limit 3); echo "$out"; expect "docker smoke" "$out"
 out=$(cli shadow report digits); echo "$out" | head -8

@@ -360,7 +360,7 @@ def test_cli_in_the_image_workdir_reads_the_generated_token(image_gateway: Serve
             "25",
         ),
         (["audit", "--model", "digits"], "rollout"),
-        (["shadow", "report", "digits"], "3"),
+        (["shadow", "report", "digits"], "model digits"),
     ]:
         done = subprocess.run(
             [cli, *args],

@@ -116,6 +116,10 @@ def test_compose_replicas_share_one_redis_store() -> None:
     assert environments[0]["GATEWAY_REDIS_PREFIX"]
     for replica in replicas:
         assert replica["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    # service_healthy needs a health check; compose's own, whatever image runs Redis
+    redis_check = _compose()["services"]["redis"]["healthcheck"]["test"]
+    assert redis_check[:2] == ["CMD", "redis-cli"]
+    assert redis_check[-1] == "ping"
 
 
 def test_compose_environment_holds_real_settings() -> None:
