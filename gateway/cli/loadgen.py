@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
 import threading
 import time
@@ -34,6 +35,8 @@ class Tally:
     feedback_sent: int = 0
     feedback_rejected: int = 0
     sent: int = 0
+    unreachable: str = ""
+    """Why the gateway could not be reached (the run stops)."""
 
     def row(self, version: str) -> str:
         served = self.requests[version]
@@ -108,9 +111,15 @@ def _worker(args: argparse.Namespace, worker: int, stop: threading.Event, tally:
                 }
             ]
         }
-        status, answer, response_headers = connection.post(
-            f"/v2/models/{args.model}/infer", body, headers
-        )
+        try:
+            status, answer, response_headers = connection.post(
+                f"/v2/models/{args.model}/infer", body, headers
+            )
+        except (http.client.HTTPException, OSError) as exc:
+            with tally.lock:
+                tally.unreachable = tally.unreachable or f"{args.url}: {exc}"
+            stop.set()
+            return
         version = response_headers.get("x-model-version", "?")
         with tally.lock:
             if status != 200:
@@ -173,6 +182,9 @@ def _run(args: argparse.Namespace) -> int:
         stop.set()
     for thread in threads:
         thread.join(timeout=15)
+    if tally.unreachable:
+        print(f"gateway loadgen: cannot reach the gateway: {tally.unreachable}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     if not tally.requests and tally.errors:
         return EXIT_UNAVAILABLE
     return EXIT_OK
@@ -182,7 +194,9 @@ def add_parser(commands: Any) -> None:
     loadgen = commands.add_parser(
         "loadgen", help="send held-out digits from many users (with feedback) to a gateway"
     )
-    loadgen.add_argument("--url", default="http://127.0.0.1:8000")
+    loadgen.add_argument(
+        "--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000"), help="gateway URL"
+    )
     loadgen.add_argument("--model", default="digits")
     loadgen.add_argument("--requests", type=int, default=5000, help="stop after this many")
     loadgen.add_argument("--duration", type=float, default=300.0, help="stop after seconds")
