@@ -64,6 +64,9 @@ def _port_taken(host: str, port: int) -> str | None:
     a second gateway on a taken port would start and silently share the traffic."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR so that a previous run's connections in TIME_WAIT do not count as a
+        # listener; a live listener still refuses the bind.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
