@@ -26,12 +26,12 @@ import structlog
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 from gateway.state import comparison_batches as batches
 from gateway.state.errors import StoreUnavailable, VersionConflict
 from gateway.state.redis_feed import flag_notifications
-from gateway.state.redis_keys import Keys, raw, text
+from gateway.state.redis_keys import Keys, raw, redacted, text
 from gateway.state.redis_shared import SharedRecords
 from gateway.state.shared import Claim, ShadowLabels, StoredPrediction, WindowTally
 from gateway.state.store import AuditEntry, ComparisonRecord, DiffFn, FlagRecord, whole_value_diff
@@ -105,8 +105,8 @@ class RedisStore:
                 health_check_interval=30,
             )
         except ValueError as exc:
-            raise StoreUnavailable(f"cannot use the Redis store {url!r}: {exc}") from exc
-        self._where = _redacted(url)
+            raise StoreUnavailable(f"cannot use the Redis store {redacted(url)}: {exc}") from exc
+        self._where = redacted(url)
         self._put_flag = self._client.register_script(_PUT_FLAG)
         self._append_audit = self._client.register_script(_AUDIT)
         self._shared = SharedRecords(self._client, self._keys)
@@ -363,11 +363,3 @@ class RedisStore:
         # connections; they are dropped with the client.
         with contextlib.suppress(RedisError, OSError, RuntimeError):
             await self._client.aclose()
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    return f"{scheme}{sep}{rest}"

@@ -120,3 +120,11 @@ def raw(value: bytes | str) -> bytes:
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest.partition("/")[0]:
+        rest = "***@" + rest.partition("@")[2]
+    return f"{scheme}{sep}{rest}"
