@@ -42,7 +42,7 @@ from gateway.state import (
     WindowTally,
 )
 from gateway.state.redis import RedisStore
-from tests.redis_support import RedisServer, fresh_prefix, redis_server  # noqa: F401
+from tests.redis_support import RedisServer, fresh_prefix
 
 
 def before_after_diff(before: Any, after: Any) -> list[dict[str, Any]]:

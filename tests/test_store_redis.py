@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+
 import msgspec
 import pytest
 from litestar.testing import TestClient
@@ -26,7 +27,6 @@ from tests.redis_support import (
     RedisServer,
     fresh_prefix,
     needs_redis,
-    redis_server,  # noqa: F401
     running_redis,
 )
 from tests.test_store_contract import prediction, put, route
@@ -76,7 +76,8 @@ async def test_two_clients_racing_one_version_exactly_one_wins(stores: list[Redi
 
     assert all(outcome == Counter({"won": 1, "conflict": 1}) for outcome in outcomes)
     final = await second.get_flag("digits-release")
-    assert final is not None and final.version == 21
+    assert final is not None
+    assert final.version == 21
     assert [e.version_after for e in await first.audit(limit=100)] == list(range(21, 0, -1))
     assert await first.change_counter() == 21
 
@@ -91,7 +92,8 @@ async def test_unconditional_writes_racing_all_land(stores: list[RedisStore]) ->
     )
 
     record = await first.get_flag("k")
-    assert record is not None and record.version == 10
+    assert record is not None
+    assert record.version == 10
     assert sorted(e.version_after or 0 for e in await second.audit(limit=100)) == list(range(1, 11))
 
 

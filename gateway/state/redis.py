@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 import msgspec
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
-from redis.asyncio.retry import Retry
 
 from gateway.state import comparison_batches as batches
 from gateway.state.errors import StoreUnavailable, VersionConflict
