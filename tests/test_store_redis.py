@@ -15,12 +15,14 @@ from pathlib import Path
 import msgspec
 import pytest
 from litestar.testing import TestClient
+from redis.crc import key_slot
 from structlog.testing import capture_logs
 
 from gateway import Settings, create_app
 from gateway.state import StoreUnavailable, VersionConflict
 from gateway.state.factory import open_store
 from gateway.state.redis import RedisStore
+from gateway.state.redis_keys import Keys
 from gateway.state.sqlite import SQLiteStore
 from tests.conftest import MANAGER
 from tests.redis_support import (
@@ -292,3 +294,36 @@ def test_a_gateway_starts_and_serves_while_redis_is_down(
             time.sleep(0.1)
         assert change.status_code == 200, change.text
         assert change.json()["split"] == {"baseline": 50.0, "candidate": 50.0}
+
+
+@pytest.mark.parametrize("prefix", ["gateway", "release-gateway", "a:b"])
+def test_keys_used_together_share_one_cluster_slot(prefix: str) -> None:
+    """Under Redis Cluster a script or transaction may touch one slot only: the keys each of
+    them takes together hash to one slot (flag writes and the audit log; comparison records
+    of every model; one model's predictions), while different groups may spread."""
+    keys = Keys(prefix)
+    groups = {
+        "release": [
+            keys.flags,
+            keys.versions,
+            keys.changes,
+            keys.epoch,
+            keys.audit_next,
+            keys.audit_entries,
+            keys.audit_all,
+            keys.audit_model("digits"),
+            keys.audit_model("iris"),
+        ],
+        "shadow": [
+            keys.shadow_next,
+            keys.shadow_records,
+            keys.shadow_written,
+            keys.shadow_models,
+            keys.shadow_at("digits"),
+            keys.shadow_at("iris"),
+        ],
+        "feedback": keys.predictions("digits"),
+    }
+    for name, members in groups.items():
+        assert len({key_slot(key.encode()) for key in members}) == 1, name
+    assert all(key.startswith("{" + prefix + ":") for group in groups.values() for key in group)
