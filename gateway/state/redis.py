@@ -1,15 +1,12 @@
 """The Redis store: the state of several replicas behind a load balancer (`GATEWAY_STORE=
 redis://host:port/db`).
 
-A flag write is one Lua script: it checks the version `put_flag` read, then writes the flag,
-its version, the audit entry and the change counter together and publishes a notification,
-so two concurrent changes never both win and nothing is half-written. The diff is computed
-in Python between the read and the script; the script's version check makes that safe (a
-write without an expected version that loses the race reads again and retries).
-
-Every call has a bound (socket connect and read timeouts, one quick retry for a connection
-dropped by a Redis restart) and every failure of Redis is a `StoreUnavailable`, never a raw
-redis-py error. Keys and their hash tags: `gateway.state.redis_keys`.
+`RedisStore` holds the connection and turns every failure of Redis into a `StoreUnavailable`
+(never a raw redis-py error); every call has a bound (socket connect and read timeouts, one
+quick retry for a connection dropped by a Redis restart, and an overall deadline). What it
+stores lives in `redis_flags` (flags, the audit log, the epoch: compare-and-set by Lua script),
+`redis_shared` (comparisons, predictions, guard windows) and `redis_feed` (pub/sub); the keys
+and their hash tags in `redis_keys`.
 """
 
 from __future__ import annotations
@@ -17,64 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import msgspec
-import structlog
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from gateway.state import comparison_batches as batches
-from gateway.state.errors import StoreUnavailable, VersionConflict
+from gateway.state.errors import StoreUnavailable
 from gateway.state.redis_feed import flag_notifications
-from gateway.state.redis_keys import Keys, raw, redacted, text
+from gateway.state.redis_flags import ReleaseRecords
+from gateway.state.redis_keys import Keys, redacted
 from gateway.state.redis_shared import SharedRecords
 from gateway.state.shared import Claim, ShadowLabels, StoredPrediction, WindowTally
 from gateway.state.store import AuditEntry, ComparisonRecord, DiffFn, FlagRecord, whole_value_diff
 
-_log = structlog.get_logger("gateway.state")
 T = TypeVar("T")
 
 MAX_AUDIT_LIMIT = 10_000
-
-# Sorted keys make the encoding canonical, so "same flag" is a byte comparison (as SQLite's).
-_canonical = msgspec.json.Encoder(order="sorted").encode
-_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
-_encode = msgspec.msgpack.Encoder().encode
-_decode_flag = msgspec.msgpack.Decoder(FlagRecord).decode
-_decode_audit = msgspec.msgpack.Decoder(AuditEntry).decode
-
-_AUDIT = """
-local id = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], id, ARGV[1])
-redis.call('LPUSH', KEYS[3], id)
-redis.call('LPUSH', KEYS[4], id)
-return id
-"""
-
-# KEYS: audit next, entries, all, model, flags, versions, changes;
-# ARGV: audit entry, flag key, version read, record, channel.
-# Returns {1, audit id} when written, {0, the stored version} when the version moved.
-_PUT_FLAG = (
-    """
-local stored = tonumber(redis.call('HGET', KEYS[6], ARGV[2]) or '0')
-if stored ~= tonumber(ARGV[3]) then return {0, stored} end
-redis.call('HSET', KEYS[5], ARGV[2], ARGV[4])
-redis.call('HSET', KEYS[6], ARGV[2], stored + 1)
-local id = (function()"""
-    + _AUDIT
-    + """end)()
-redis.call('PUBLISH', ARGV[5], redis.call('INCR', KEYS[7]))
-return {1, id}
-"""
-)
-
-_RETRIES = 10
-"""Re-reads of a write without an expected version that lost a race (each to a new write)."""
 
 
 class RedisStore:
@@ -90,9 +49,7 @@ class RedisStore:
         timeout_s: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.url = url
         self._keys = Keys(prefix)
-        self._diff = diff
         self._clock = clock
         self._timeout_s = timeout_s
         self._closed = False
@@ -107,8 +64,7 @@ class RedisStore:
         except ValueError as exc:
             raise StoreUnavailable(f"cannot use the Redis store {redacted(url)}: {exc}") from exc
         self._where = redacted(url)
-        self._put_flag = self._client.register_script(_PUT_FLAG)
-        self._append_audit = self._client.register_script(_AUDIT)
+        self._release = ReleaseRecords(self._client, self._keys, diff, clock)
         self._shared = SharedRecords(self._client, self._keys)
 
     async def _call(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
@@ -129,12 +85,10 @@ class RedisStore:
     # -- flags and the audit log -------------------------------------------------------------
 
     async def get_flag(self, key: str) -> FlagRecord | None:
-        data = await self._call("get a flag", lambda: self._client.hget(self._keys.flags, key))
-        return None if data is None else _decode_flag(raw(data))
+        return await self._call("get a flag", lambda: self._release.get_flag(key))
 
     async def list_flags(self) -> list[FlagRecord]:
-        found = await self._call("list flags", lambda: self._client.hgetall(self._keys.flags))
-        return [_decode_flag(raw(found[key])) for key in sorted(found, key=raw)]
+        return await self._call("list flags", self._release.list_flags)
 
     async def put_flag(
         self,
@@ -148,78 +102,24 @@ class RedisStore:
         model: str,
         evidence: dict[str, Any] | None = None,
     ) -> FlagRecord:
-        flag_text = _canonical(flag)
-        after = _decode_object(flag_text)  # the stored form, as every later read returns it
-        keys = self._keys
-        for _ in range(_RETRIES):
-            current = await self.get_flag(key)
-            actual = 0 if current is None else current.version
-            if expected_version is not None and expected_version != actual:
-                raise VersionConflict(key, expected_version, actual)
-            if current is not None and _canonical(current.flag) == flag_text:
-                return current
-            before = None if current is None else current.flag
-            diff = self._diff(before, after)
-            record = FlagRecord(
-                key=key, flag=after, version=actual + 1, updated_at=self._clock(), updated_by=actor
-            )
-            entry = AuditEntry(
-                id=0,  # the script numbers it
-                at=record.updated_at,
+        return await self._call(
+            "write a flag",
+            lambda: self._release.put_flag(
+                key,
+                flag,
+                expected_version=expected_version,
                 actor=actor,
                 action=action,
-                key=key,
-                model=model,
                 reason=reason,
-                version_before=None if current is None else actual,
-                version_after=record.version,
-                diff=diff,
+                model=model,
                 evidence=evidence,
-            )
-            script_keys = [
-                keys.audit_next,
-                keys.audit_entries,
-                keys.audit_all,
-                keys.audit_model(model),
-                keys.flags,
-                keys.versions,
-                keys.changes,
-            ]
-            args: list[bytes | str | int] = [
-                _encode(entry),
-                key,
-                actual,
-                _encode(record),
-                keys.channel,
-            ]
-            written, value = await self._call(
-                "write a flag",
-                lambda: self._put_flag(keys=script_keys, args=args),  # noqa: B023
-            )
-            if written:
-                return record
-            if expected_version is not None:
-                raise VersionConflict(key, expected_version, int(value))
-        raise StoreUnavailable(f"flag {key!r}: {_RETRIES} concurrent writes in a row won the race")
+            ),
+        )
 
     async def audit(self, *, model: str | None = None, limit: int = 50) -> list[AuditEntry]:
         if not 1 <= limit <= MAX_AUDIT_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_AUDIT_LIMIT}, not {limit}")
-        keys = self._keys
-        index = keys.audit_all if model is None else keys.audit_model(model)
-
-        async def read() -> list[AuditEntry]:
-            ids = await self._client.lrange(index, 0, limit - 1)
-            if not ids:
-                return []
-            entries = await self._client.hmget(keys.audit_entries, ids)
-            return [
-                msgspec.structs.replace(_decode_audit(raw(data)), id=int(entry_id))
-                for entry_id, data in zip(ids, entries, strict=True)
-                if data is not None
-            ]
-
-        return await self._call("read the audit log", read)
+        return await self._call("read the audit log", lambda: self._release.audit(model, limit))
 
     async def append_audit(
         self,
@@ -234,7 +134,7 @@ class RedisStore:
         at: float | None = None,
     ) -> AuditEntry:
         entry = AuditEntry(
-            id=0,
+            id=0,  # the script numbers it
             at=self._clock() if at is None else at,
             actor=actor,
             action=action,
@@ -246,30 +146,15 @@ class RedisStore:
             diff=[] if diff is None else diff,
             evidence=evidence,
         )
-        keys = self._keys
-        script_keys = [keys.audit_next, keys.audit_entries, keys.audit_all, keys.audit_model(model)]
-        entry_id = await self._call(
-            "append to the audit log",
-            lambda: self._append_audit(keys=script_keys, args=[_encode(entry)]),
+        return await self._call(
+            "append to the audit log", lambda: self._release.append_audit(entry)
         )
-        return msgspec.structs.replace(entry, id=int(entry_id))
 
     async def change_counter(self) -> int:
-        value = await self._call(
-            "read the change counter", lambda: self._client.get(self._keys.changes)
-        )
-        return 0 if value is None else int(value)
+        return await self._call("read the change counter", self._release.change_counter)
 
     async def epoch(self) -> str:
-        made = uuid.uuid4().hex
-
-        async def read() -> str:
-            # NX: the first caller's id stays; an emptied Redis gets a new one.
-            await self._client.set(self._keys.epoch, made, nx=True)
-            value = await self._client.get(self._keys.epoch)
-            return made if value is None else text(value)
-
-        return await self._call("read the epoch", read)
+        return await self._call("read the epoch", self._release.epoch)
 
     def change_feed(self) -> AsyncIterator[None] | None:
         return flag_notifications(
