@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # under redis_prefix (so that several gateways can share one Redis).
     store: str = ""
     redis_prefix: str = "gateway"
+    # True when `store` names a node of a Redis Cluster (the client finds the others).
+    redis_cluster: bool = False
     # Admin tokens as `name:role:token` entries (comma separated) and/or a JSON file of them.
     admin_tokens: str = ""
     admin_tokens_file: Path | None = None

@@ -4,6 +4,7 @@
 as a crash would) and `.start()` starts it again on the same port, empty, as a Redis without
 persistence comes back. The `redis_server` fixture is one server per test session: tests
 keep apart by a key prefix of their own (`fresh_prefix()`), and never flush a shared Redis.
+`redis_cluster` is the same for a single-node Redis Cluster.
 """
 
 from __future__ import annotations
@@ -110,9 +111,9 @@ def ping(port: int) -> bool:
 
 
 @contextmanager
-def running_redis(directory: Path, *extra: str) -> Iterator[RedisServer]:
+def running_redis(directory: Path, *extra: str, port: int | None = None) -> Iterator[RedisServer]:
     """A redis-server on a free port for the block; `extra` arguments go to the server."""
-    server = RedisServer(directory, free_port(), *extra)
+    server = RedisServer(directory, port or free_port(), *extra)
     server.start()
     try:
         yield server
@@ -123,6 +124,56 @@ def running_redis(directory: Path, *extra: str) -> Iterator[RedisServer]:
 def fresh_prefix() -> str:
     """A key prefix no other test uses."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@contextmanager
+def running_redis_cluster(directory: Path) -> Iterator[RedisServer]:
+    """A one-node Redis Cluster (every slot on it) for the block: what a cluster client sees,
+    slot routing and the refusal of cross-slot scripts included."""
+    import redis
+
+    with running_redis(
+        directory,
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        str(directory / "nodes.conf"),
+        port=_cluster_port(),
+    ) as server:
+        client = redis.Redis(port=server.port)
+        try:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):  # type: ignore[no-untyped-call]
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the one-node cluster did not come up")
+                time.sleep(0.05)
+        finally:
+            client.close()
+        yield server
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10000 above) is free and valid too."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One single-node Redis Cluster for the session."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    with running_redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -75,9 +75,22 @@ def redis_backend(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
     return open_store
 
 
+def redis_cluster_backend(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
+    """A Redis Cluster client on a one-node cluster: a script or transaction over keys of
+    two slots would fail here (CROSSSLOT), as on a real cluster."""
+    server: RedisServer = request.getfixturevalue("redis_cluster")
+    prefix = fresh_prefix()
+
+    async def open_store(diff: DiffFn = before_after_diff) -> Store:
+        return RedisStore(server.url, prefix=prefix, diff=diff, cluster=True)
+
+    return open_store
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], OpenStore]] = {
     "sqlite": sqlite_backend,
     "redis": redis_backend,
+    "redis-cluster": redis_cluster_backend,
 }
 
 

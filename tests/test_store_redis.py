@@ -252,6 +252,30 @@ async def test_open_store_picks_the_store_the_settings_name(
         await redis_store.close()
 
 
+@pytest.mark.anyio
+async def test_redis_cluster_setting_opens_a_cluster_client(redis_cluster: RedisServer) -> None:
+    """GATEWAY_REDIS_CLUSTER=true opens the store with a Redis Cluster client: on a one-node
+    cluster, a flag write (one script over the release keys) and its notification work."""
+    settings = Settings.from_mapping(
+        {
+            "GATEWAY_STORE": redis_cluster.url,
+            "GATEWAY_REDIS_PREFIX": fresh_prefix(),
+            "GATEWAY_REDIS_CLUSTER": "true",
+        }
+    )
+    store = open_store(settings)
+    try:
+        feed = store.change_feed()
+        assert feed is not None
+        waiting = asyncio.ensure_future(anext(feed))
+        await asyncio.sleep(0.3)  # subscribed
+        assert (await put(store, "digits-release", route("2"), 0)).version == 1
+        await asyncio.wait_for(waiting, timeout=10)
+        assert [e.version_after for e in await store.audit()] == [1]
+    finally:
+        await store.close()
+
+
 def test_a_gateway_starts_and_serves_while_redis_is_down(
     release_settings: Settings, own_redis: RedisServer
 ) -> None:

@@ -16,5 +16,10 @@ def open_store(settings: Settings, *, diff: DiffFn = whole_value_diff) -> Store:
     `flags/` until Redis answers.
     """
     if settings.store_kind == "redis":
-        return RedisStore(settings.store, prefix=settings.redis_prefix, diff=diff)
+        return RedisStore(
+            settings.store,
+            prefix=settings.redis_prefix,
+            diff=diff,
+            cluster=settings.redis_cluster,
+        )
     return SQLiteStore(settings.state_path, diff=diff)

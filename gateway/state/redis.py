@@ -17,10 +17,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.state import comparison_batches as batches
 from gateway.state.errors import StoreUnavailable
@@ -37,8 +37,9 @@ MAX_AUDIT_LIMIT = 10_000
 
 
 class RedisStore:
-    """`Store` over one Redis database, its keys under `prefix` (several gateways can share
-    one Redis). Opening connects to nothing: the first call does."""
+    """`Store` over one Redis database (or a Redis Cluster, `cluster=True`), its keys under
+    `prefix` (several gateways can share one Redis). Opening connects to nothing: the first
+    call does."""
 
     def __init__(
         self,
@@ -48,20 +49,23 @@ class RedisStore:
         diff: DiffFn = whole_value_diff,
         timeout_s: float = 2.0,
         clock: Callable[[], float] = time.time,
+        cluster: bool = False,
     ) -> None:
         self._keys = Keys(prefix)
         self._clock = clock
         self._timeout_s = timeout_s
         self._closed = False
         try:
-            self._client: Redis = Redis.from_url(
-                url,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-                health_check_interval=30,
+            options: dict[str, Any] = {
+                "socket_timeout": timeout_s,
+                "socket_connect_timeout": timeout_s,
+                "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+                "health_check_interval": 30,
+            }
+            self._client: Redis | RedisCluster = (
+                RedisCluster.from_url(url, **options) if cluster else Redis.from_url(url, **options)
             )
-        except ValueError as exc:
+        except (ValueError, RedisClusterException) as exc:
             raise StoreUnavailable(f"cannot use the Redis store {redacted(url)}: {exc}") from exc
         self._where = redacted(url)
         self._release = ReleaseRecords(self._client, self._keys, diff, clock)
@@ -77,7 +81,7 @@ class RedisStore:
                 return await work()
         except TimeoutError as exc:
             raise StoreUnavailable(f"Redis at {self._where} did not answer ({what})") from exc
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(f"Redis at {self._where}: {what}: {exc}") from exc
         except OSError as exc:
             raise StoreUnavailable(f"Redis at {self._where}: {what}: {exc}") from exc

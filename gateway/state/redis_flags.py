@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from gateway.state.errors import StoreUnavailable, VersionConflict
 from gateway.state.redis_keys import Keys, raw, text
@@ -62,7 +62,9 @@ class ReleaseRecords:
     """Flags, the audit log, the counter and the epoch on one Redis client (calls raise
     redis-py's errors; the store turns them into `StoreUnavailable`)."""
 
-    def __init__(self, client: Redis, keys: Keys, diff: DiffFn, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster, keys: Keys, diff: DiffFn, clock: Callable[[], float]
+    ) -> None:
         self._client = client
         self._keys = keys
         self._diff = diff

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from gateway.state import comparison_batches as batches
 from gateway.state.redis_keys import Keys, raw, text
@@ -144,7 +144,7 @@ class SharedRecords:
     """Comparisons, predictions and windows on one Redis client (calls raise redis-py's
     errors; the store turns them into `StoreUnavailable`)."""
 
-    def __init__(self, client: Redis, keys: Keys) -> None:
+    def __init__(self, client: Redis | RedisCluster, keys: Keys) -> None:
         self._client = client
         self._keys = keys
         self._prune_older = client.register_script(_PRUNE_OLDER)
