@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.state import comparison_batches as batches
@@ -59,7 +60,13 @@ class RedisStore:
             options: dict[str, Any] = {
                 "socket_timeout": timeout_s,
                 "socket_connect_timeout": timeout_s,
-                "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+                # Once, and on a lost connection only (a pooled one a Redis restart closed):
+                # after a timeout the command may have run, and a script must not run twice.
+                "retry": Retry(
+                    ExponentialBackoff(cap=0.2, base=0.02),
+                    retries=1,
+                    supported_errors=(RedisConnectionError,),
+                ),
                 "health_check_interval": 30,
             }
             self._client: Redis | RedisCluster = (
