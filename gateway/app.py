@@ -39,7 +39,8 @@ from gateway.security import load_token_table
 from gateway.serving import Serving
 from gateway.settings import Settings
 from gateway.shadow.service import ShadowService
-from gateway.state import SQLiteStore, Store
+from gateway.state import Store
+from gateway.state.factory import open_store
 from gateway.ui.dashboard import Dashboard
 
 _log = structlog.get_logger("gateway")
@@ -102,7 +103,7 @@ def create_app(
         lambda model: registry.model(model).default_version,
         on_error=on_route_error,
     )
-    store = store or SQLiteStore(settings.state_path, diff=json_diff)
+    store = store or open_store(settings, diff=json_diff)
     control = ReleaseControl(
         store,
         router,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -12,6 +13,7 @@ from gateway.dataplane.dataplane import Limits
 from gateway.execution.config import ExecutionConfig, execution_problem
 from gateway.observability.logging import LogFormat
 from gateway.shadow.policy import MAX_INPUT_BYTES, ShadowConfig, ShadowPolicy
+from gateway.state.redis_keys import prefix_problem, redacted
 
 PREFIX = "GATEWAY_"
 # Each execution key's gateway-wide default, by the setting that holds it.
@@ -38,6 +40,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     flags_dir: Path = Path("flags")
     # The embedded store: one SQLite file, shared by the worker processes of one machine.
     state_path: Path = Path("var/state.db")
+    # Where the state lives: "" or "sqlite" is the embedded file at state_path (one machine);
+    # redis://host:port/db (rediss:// for TLS) a Redis that several replicas share, its keys
+    # under redis_prefix (so that several gateways can share one Redis).
+    store: str = ""
+    redis_prefix: str = "gateway"
+    # True when `store` names a node of a Redis Cluster (the client finds the others).
+    redis_cluster: bool = False
     # Admin tokens as `name:role:token` entries (comma separated) and/or a JSON file of them.
     admin_tokens: str = ""
     admin_tokens_file: Path | None = None
@@ -155,6 +164,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "shadow timeout, intervals and retention must be positive"
             )
 
+        problem = _store_problem(self.store)
+        if problem is not None:
+            raise msgspec.ValidationError(f"{PREFIX}STORE: {problem}")
+        problem = prefix_problem(self.redis_prefix)
+        if problem is not None:
+            raise msgspec.ValidationError(f"{PREFIX}REDIS_PREFIX {problem}")
         if self.ui_session_ttl_s <= 0 or self.ui_sample_interval_s <= 0 or self.ui_history_s <= 0:
             raise msgspec.ValidationError(
                 "ui_session_ttl_s, ui_sample_interval_s and ui_history_s must be positive"
@@ -169,7 +184,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Whether this process is one of several serving the same releases (worker
         processes, or replicas sharing a Redis store): then the guard pools every process's
         figures and feedback joins predictions through the store."""
-        return self.workers > 1
+        return self.workers > 1 or self.store_kind == "redis"
+
+    @property
+    def store_kind(self) -> Literal["sqlite", "redis"]:
+        """Which store `store` names (validated when the settings were made)."""
+        return "sqlite" if self.store in ("", "sqlite") else "redis"
 
     @property
     def execution(self) -> ExecutionConfig:
@@ -194,3 +214,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_records=self.shadow_max_records,
             drop_log_interval_s=self.shadow_drop_log_interval_s,
         )
+
+
+def _store_problem(store: str) -> str | None:
+    """Why `store` names no store (None when it does)."""
+    if store in ("", "sqlite"):
+        return None
+    url = urllib.parse.urlsplit(store)
+    store = redacted(store)
+    if url.scheme not in ("redis", "rediss"):
+        return (
+            f"{store!r} is neither empty nor 'sqlite' (the embedded file at state_path) nor a "
+            "Redis URL (redis://host:port/db)"
+        )
+    try:
+        port = url.port
+    except ValueError:
+        return f"{store!r} has an invalid port"
+    if not url.hostname:
+        return f"{store!r} names no host (redis://host:port/db)"
+    database = url.path.strip("/")
+    if database and not database.isdigit():
+        return f"{store!r}: the database must be a number (redis://host:{port or 6379}/0)"
+    return None

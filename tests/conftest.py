@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 
 from gateway import Settings, create_app
 from gateway.demo.digits import build_demo
+from tests.redis_support import redis_cluster, redis_server  # noqa: F401  (fixtures)
 
 Client: TypeAlias = TestClient[Litestar]
 REPO_ROOT = Path(__file__).resolve().parent.parent

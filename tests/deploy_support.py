@@ -27,11 +27,6 @@ DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 KUBERNETES = DEPLOY / "kubernetes"
 
-# Settings the Redis-backed mode (issue 13) adds, which the replica manifests already set.
-# tests/test_deploy_manifests.py: test_redis_mode_settings_exist is a strict xfail until they
-# land; then it passes, strict xfail fails the run, and this set and that marker go.
-COMING_SETTINGS = frozenset({"GATEWAY_STORE", "GATEWAY_REDIS_PREFIX"})
-
 
 def setting_names() -> set[str]:
     """Every environment variable the gateway reads as a setting: GATEWAY_<FIELD>."""

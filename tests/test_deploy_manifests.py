@@ -20,7 +20,6 @@ from gateway.security.tokens import TokenConfigError, load_token_table
 from gateway.settings import Settings
 from tests.conftest import REPO_ROOT
 from tests.deploy_support import (
-    COMING_SETTINGS,
     COMPOSE,
     DEPLOY,
     KUBERNETES,
@@ -49,10 +48,10 @@ def _image_uid() -> int:
 
 
 def _check_env(env: dict[str, str], where: str) -> None:
-    """Names are settings (or the Redis mode's, coming); values of real settings parse."""
-    unknown = set(env) - setting_names() - COMING_SETTINGS
+    """Names are settings; their values parse."""
+    unknown = set(env) - setting_names()
     assert not unknown, f"{where}: not settings of the gateway: {sorted(unknown)}"
-    Settings.from_mapping({k: v for k, v in env.items() if k not in COMING_SETTINGS})
+    Settings.from_mapping(env)
 
 
 def _check_store(url: str, host: str, port: int) -> None:
@@ -215,9 +214,7 @@ def test_gateway_deployment_probes_the_v2_health_endpoints() -> None:
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert gateway["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
-    port = Settings.from_mapping(
-        {k: v for k, v in _env(gateway).items() if k not in COMING_SETTINGS}
-    ).port
+    port = Settings.from_mapping(_env(gateway)).port
     assert port == _image_port()
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert _container_port(gateway, gateway[probe]["httpGet"]["port"]) == port
@@ -298,13 +295,19 @@ def test_kubernetes_environment_holds_real_settings() -> None:
     _check_env(_env(_container(_one("Deployment", IMAGE), "gateway")), "kubernetes gateway")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 13: the Redis mode's settings are not in gateway/settings.py yet; when they "
-    "land this passes, strict fails the run: drop this marker and COMING_SETTINGS",
-)
-def test_redis_mode_settings_exist() -> None:
-    """GATEWAY_STORE and GATEWAY_REDIS_PREFIX, which the replica manifests set, are settings."""
-    missing = COMING_SETTINGS - setting_names()
-    assert not missing, f"not yet settings: {sorted(missing)}"
+def test_replicas_run_in_redis_mode() -> None:
+    """The replica manifests (compose and Kubernetes) set GATEWAY_STORE and
+    GATEWAY_REDIS_PREFIX, which the gateway reads as one Redis shared by every replica."""
+    compose = _compose()["services"]
+    environments = [
+        {k: str(v) for k, v in service["environment"].items()}
+        for service in compose.values()
+        if "GATEWAY_STORE" in service.get("environment", {})
+    ]
+    kubernetes = _env(_container(_one("Deployment", IMAGE), "gateway"))
+    for env in [*environments, kubernetes]:
+        settings = Settings.from_mapping(env)
+        assert settings.store_kind == "redis"
+        assert settings.shared_state
+        assert settings.redis_prefix == env["GATEWAY_REDIS_PREFIX"]
+    assert environments

@@ -2,8 +2,10 @@
 
 Async tests run on anyio's pytest plugin (`@pytest.mark.anyio`, asyncio backend): anyio comes
 with litestar, so the suite needs no extra plugin. To add an implementation, add one entry to
-`BACKENDS`: a function that, given the test's temporary directory, returns a factory opening new
-store objects on one shared backend (as several worker processes would).
+`BACKENDS`: a function that, given the test's request and temporary directory, returns a factory
+opening new store objects on one shared backend (as several worker processes would). The Redis
+backend is a real `redis-server` of the session (tests/redis_support.py), a fresh key prefix
+per test; what only Redis must guarantee is in tests/test_store_redis.py.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from gateway.state import (
     VersionConflict,
     WindowTally,
 )
+from gateway.state.redis import RedisStore
+from tests.redis_support import RedisServer, fresh_prefix
 
 
 def before_after_diff(before: Any, after: Any) -> list[dict[str, Any]]:
@@ -52,7 +56,7 @@ class OpenStore(Protocol):
     def __call__(self, diff: DiffFn = ...) -> Awaitable[Store]: ...
 
 
-def sqlite_backend(tmp_path: Path) -> OpenStore:
+def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
     path = tmp_path / "state" / "gateway.sqlite"
 
     async def open_store(diff: DiffFn = before_after_diff) -> Store:
@@ -61,9 +65,32 @@ def sqlite_backend(tmp_path: Path) -> OpenStore:
     return open_store
 
 
-BACKENDS: dict[str, Callable[[Path], OpenStore]] = {
+def redis_backend(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    prefix = fresh_prefix()
+
+    async def open_store(diff: DiffFn = before_after_diff) -> Store:
+        return RedisStore(server.url, prefix=prefix, diff=diff)
+
+    return open_store
+
+
+def redis_cluster_backend(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
+    """A Redis Cluster client on a one-node cluster: a script or transaction over keys of
+    two slots would fail here (CROSSSLOT), as on a real cluster."""
+    server: RedisServer = request.getfixturevalue("redis_cluster")
+    prefix = fresh_prefix()
+
+    async def open_store(diff: DiffFn = before_after_diff) -> Store:
+        return RedisStore(server.url, prefix=prefix, diff=diff, cluster=True)
+
+    return open_store
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], OpenStore]] = {
     "sqlite": sqlite_backend,
-    # "redis": redis_backend,  (a fresh key prefix per test on the CI's redis-server)
+    "redis": redis_backend,
+    "redis-cluster": redis_cluster_backend,
 }
 
 
@@ -75,7 +102,7 @@ def anyio_backend() -> str:
 @pytest.fixture(params=sorted(BACKENDS))
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
     """A factory of store objects on one backend; every store it opened is closed afterwards."""
-    backend = BACKENDS[request.param](tmp_path)
+    backend = BACKENDS[request.param](request, tmp_path)
     opened: list[Store] = []
 
     async def tracked(diff: DiffFn = before_after_diff) -> Store:
