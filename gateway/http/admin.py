@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, Parameter
 
 from gateway.control import ReleaseControl
 from gateway.control.guarding import GuardService
@@ -17,30 +17,47 @@ from gateway.dataplane.codec import encode_json
 from gateway.errors import InvalidRequest
 from gateway.execution.pool import Executors
 from gateway.flags import operations
+from gateway.flags.document import VersionName
 from gateway.http.auth import principal_of, release_manager_guard, viewer_guard
+from gateway.http.schemas import (
+    ADMIN_READ,
+    ADMIN_WRITE,
+    SECURITY,
+    AuditList,
+    Flag,
+    FlagList,
+    ReleaseStatus,
+    ReleaseView,
+    body,
+    ok,
+)
 from gateway.state import FlagRecord
 
 T = TypeVar("T")
 MAX_AUDIT_LIMIT = 1000
 
 
+Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
+SimpleAction = Literal["promote", "rollback", "disable", "enable"]
+
+
 class RolloutBody(msgspec.Struct, forbid_unknown_fields=True):
-    version: str
-    percent: int
+    version: VersionName
+    percent: Percent
     reason: str = ""
     force: bool = False
 
 
 class CohortBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    rule: dict[str, Any]
-    version: str
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    rule: Annotated[dict[str, Any], msgspec.Meta(min_length=1, max_length=1)]
+    version: VersionName
     reason: str = ""
 
 
 class ShadowBody(msgspec.Struct, forbid_unknown_fields=True):
-    versions: list[str]
-    percent: float = 100.0
+    versions: list[VersionName]
+    percent: Annotated[float, msgspec.Meta(ge=0, le=100)] = 100.0
     reason: str = ""
 
 
@@ -114,13 +131,22 @@ async def edit_release(
     return json_response(release_view(record) | (extra() if extra else {}), record)
 
 
+_EDITED = {200: ok(ReleaseView, "The release as it now is, with its ETag"), **ADMIN_WRITE}
+
+
 class FlagsController(Controller):
     """Whole flagd flag objects, versioned with ETags."""
 
     path = "/admin/flags"
     tags = ["admin"]
+    security = SECURITY
 
-    @get("/", guards=[viewer_guard], summary="Flag keys with their version and ETag")
+    @get(
+        "/",
+        guards=[viewer_guard],
+        summary="Flag keys with their version and ETag",
+        responses={200: ok(FlagList), **ADMIN_READ},
+    )
     async def list_flags(self, control: NamedDependency[ReleaseControl]) -> Response[bytes]:
         records = await control.flags()
         return json_response(
@@ -139,7 +165,12 @@ class FlagsController(Controller):
             }
         )
 
-    @get("/{key:str}", guards=[viewer_guard], summary="One flagd flag object, with its ETag")
+    @get(
+        "/{key:str}",
+        guards=[viewer_guard],
+        summary="One flagd flag object, with its ETag",
+        responses={200: ok(Flag), **ADMIN_READ},
+    )
     async def get_flag(
         self, key: FromPath[str], control: NamedDependency[ReleaseControl]
     ) -> Response[bytes]:
@@ -151,6 +182,8 @@ class FlagsController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="Replace a flag (If-Match: a stale ETag gets 412); ?reason= is audited",
+        operation_class=body(Flag, "The whole flagd flag"),
+        responses={200: ok(Flag), **ADMIN_WRITE},
     )
     async def put_flag(
         self,
@@ -177,8 +210,14 @@ class ReleasesController(Controller):
 
     path = "/admin/releases/{model:str}"
     tags = ["admin"]
+    security = SECURITY
 
-    @get("/", guards=[viewer_guard], summary="Variants, split, cohorts, shadows, flag version")
+    @get(
+        "/",
+        guards=[viewer_guard],
+        summary="Variants, split, cohorts, shadows, flag version",
+        responses={200: ok(ReleaseStatus), **ADMIN_READ},
+    )
     async def status(
         self,
         model: FromPath[str],
@@ -202,7 +241,14 @@ class ReleasesController(Controller):
             record,
         )
 
-    @post("/rollout", guards=[release_manager_guard], status_code=200, summary="Candidate %")
+    @post(
+        "/rollout",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Candidate %",
+        operation_class=body(RolloutBody, "The candidate version and its share of traffic"),
+        responses=_EDITED,
+    )
     async def rollout(
         self,
         request: Request[Any, Any, Any],
@@ -221,7 +267,14 @@ class ReleasesController(Controller):
             force=body.force,
         )
 
-    @post("/cohorts", guards=[release_manager_guard], status_code=200, summary="Add a cohort rule")
+    @post(
+        "/cohorts",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Add a cohort rule",
+        operation_class=body(CohortBody, "A named JSONLogic rule and the version it gets"),
+        responses=_EDITED,
+    )
     async def add_cohort(
         self,
         request: Request[Any, Any, Any],
@@ -243,6 +296,7 @@ class ReleasesController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="Remove a cohort rule by name",
+        responses=_EDITED,
     )
     async def remove_cohort(
         self,
@@ -261,7 +315,14 @@ class ReleasesController(Controller):
             lambda flag: operations.remove_cohort(flag, name),
         )
 
-    @post("/shadow", guards=[release_manager_guard], status_code=200, summary="Shadow versions")
+    @post(
+        "/shadow",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Shadow versions",
+        operation_class=body(ShadowBody, "The versions that shadow the served one"),
+        responses=_EDITED,
+    )
     async def shadow(
         self,
         request: Request[Any, Any, Any],
@@ -283,21 +344,20 @@ class ReleasesController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="promote, rollback, disable (kill switch) or enable",
+        operation_class=body(ReasonBody, "Why, for the audit log", required=False),
+        responses=_EDITED,
     )
     async def simple(
         self,
         request: Request[Any, Any, Any],
         model: FromPath[str],
-        action: FromPath[str],
+        action: FromPath[SimpleAction],
         control: NamedDependency[ReleaseControl],
     ) -> Response[bytes]:
-        edit = _SIMPLE_ACTIONS.get(action)
-        if edit is None:
-            raise InvalidRequest(
-                f"unknown release action {action!r}; use one of {sorted(_SIMPLE_ACTIONS)}"
-            )
         body = await decode_body(request, ReasonBody)
-        return await edit_release(request, control, model, action, body.reason, edit)
+        return await edit_release(
+            request, control, model, action, body.reason, _SIMPLE_ACTIONS[action]
+        )
 
 
 _SIMPLE_ACTIONS = {
@@ -311,15 +371,19 @@ _SIMPLE_ACTIONS = {
 class AuditController(Controller):
     path = "/admin/audit"
     tags = ["admin"]
+    security = SECURITY
 
-    @get("/", guards=[viewer_guard], summary="Who changed what, when, why, with the diff")
+    @get(
+        "/",
+        guards=[viewer_guard],
+        summary="Who changed what, when, why, with the diff",
+        responses={200: ok(AuditList), 400: ADMIN_WRITE[400], **ADMIN_READ},
+    )
     async def audit(
         self,
         control: NamedDependency[ReleaseControl],
         model: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_AUDIT_LIMIT)] = 50,
     ) -> Response[bytes]:
-        if not 1 <= limit <= MAX_AUDIT_LIMIT:
-            raise InvalidRequest(f"limit must be between 1 and {MAX_AUDIT_LIMIT}")
         entries = await control.store.audit(model=model, limit=limit)
         return json_response({"entries": entries})

@@ -111,12 +111,29 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         message = body_too_large(request.app.state.max_body_bytes)
     elif status == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
+    elif status == 400 and exc.extra:
+        message = f"{message}: {_problems(exc.extra)}"
     _log.info("request_failed", path=request.url.path, status=status, error=message)
     headers = getattr(exc, "headers", None)
     response = error_response(status, message)
     if headers:
         response.headers.update(headers)
     return response
+
+
+def _problems(extra: dict[str, Any] | list[Any]) -> str:
+    """Litestar's validation details (which parameter, what is wrong) as one line."""
+    items = extra if isinstance(extra, list) else [extra]
+    parts = []
+    for item in items:
+        if isinstance(item, dict):
+            source = getattr(item.get("source"), "value", item.get("source"))
+            key = item.get("key")
+            where = f"{source} parameter {key!r}" if source and key else str(key or "body")
+            parts.append(f"{where}: {item.get('message', '')}")
+        else:
+            parts.append(str(item))
+    return "; ".join(parts)
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

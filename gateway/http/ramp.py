@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, post
@@ -13,16 +13,22 @@ from litestar.params import FromPath
 
 from gateway.control import ReleaseControl
 from gateway.control.guarding import GuardService
-from gateway.errors import InvalidRequest
+from gateway.flags.document import VersionName
 from gateway.guard import ramp as ramps
 from gateway.http.admin import ReasonBody, decode_body, edit_release
 from gateway.http.auth import release_manager_guard
+from gateway.http.schemas import ADMIN_WRITE, SECURITY, RampView, body, ok
+
+RampAction = Literal["pause", "resume", "abort"]
+Step = Annotated[int, msgspec.Meta(ge=1, le=100)]
 
 
 class RampBody(msgspec.Struct, forbid_unknown_fields=True):
-    version: str
-    steps: list[int] = msgspec.field(default_factory=lambda: [1, 5, 25, 50, 100])
-    bake_s: float = 60.0
+    version: VersionName
+    steps: Annotated[list[Step], msgspec.Meta(min_length=2)] = msgspec.field(
+        default_factory=lambda: [1, 5, 25, 50, 100]
+    )
+    bake_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     force: bool = False
     reason: str = ""
 
@@ -42,11 +48,22 @@ _CONTROLS: dict[str, Callable[[dict[str, Any], float], dict[str, Any]]] = {
 }
 
 
+_RAMPED = {200: ok(RampView, "The release as it now is, with its ETag"), **ADMIN_WRITE}
+
+
 class RampController(Controller):
     path = "/admin/releases/{model:str}/ramp"
     tags = ["admin"]
+    security = SECURITY
 
-    @post("/", guards=[release_manager_guard], status_code=200, summary="Start a staged ramp")
+    @post(
+        "/",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Start a staged ramp",
+        operation_class=body(RampBody, "The candidate, its steps (percent) and bake time"),
+        responses=_RAMPED,
+    )
     async def start(
         self,
         request: Request[Any, Any, Any],
@@ -72,18 +89,18 @@ class RampController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="pause, resume or abort the ramp",
+        operation_class=body(ReasonBody, "Why, for the audit log", required=False),
+        responses=_RAMPED,
     )
     async def control_ramp(
         self,
         request: Request[Any, Any, Any],
         model: FromPath[str],
-        action: FromPath[str],
+        action: FromPath[RampAction],
         control: NamedDependency[ReleaseControl],
         guard: NamedDependency[GuardService],
     ) -> Response[bytes]:
-        edit = _CONTROLS.get(action)
-        if edit is None:
-            raise InvalidRequest(f"unknown ramp action {action!r}; use pause, resume or abort")
+        edit = _CONTROLS[action]
         body = await decode_body(request, ReasonBody)
         now = time.time()
         return await edit_release(

@@ -8,11 +8,14 @@ keep the two in step.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 
+from gateway.flags.document import MetadataValue, Route
 from gateway.repository.manifest import TensorSpec
 
 
@@ -52,6 +55,17 @@ class ModelMetadataBody(msgspec.Struct, frozen=True):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     parameters: dict[str, Any]
+
+
+class Flag(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A flagd flag that releases one model: `metadata.model` names it, `metadata.baseline`
+    and `metadata.candidate` name its variants; each variant routes to loaded versions."""
+
+    state: Literal["ENABLED", "DISABLED"]
+    defaultVariant: str  # noqa: N815 -- flagd's field names
+    variants: dict[str, Route]
+    metadata: dict[str, MetadataValue]
+    targeting: dict[str, Any] | None = None
 
 
 class FlagSummary(msgspec.Struct, frozen=True):
@@ -160,3 +174,65 @@ FORBIDDEN = {403: error("The token's role may not do this (or a session change l
 VIEWER = UNAUTHORIZED
 MANAGER = UNAUTHORIZED | FORBIDDEN
 STORE = {503: error("The state store is unavailable")}
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """`schema` with every `#/$defs/...` reference replaced by its definition (the request
+    types here are not recursive)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline(value, defs) for key, value in schema.items() if key != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(item, defs) for item in schema]
+    return schema
+
+
+def json_schema(kind: Any) -> dict[str, Any]:
+    """The JSON schema of what msgspec decodes as `kind`: the handler's own decoder is the
+    judge of a body, so the document describes exactly what it accepts."""
+    raw = msgspec.json.schema(kind)
+    inlined: dict[str, Any] = _inline(raw, raw.get("$defs", {}))
+    return inlined
+
+
+def body(kind: Any, description: str, *, required: bool = True) -> type[Operation]:
+    """An operation class whose request body is `kind`, for handlers that read the raw body
+    themselves (to decode it once, or to split off binary tensors)."""
+    schema = json_schema(kind)
+
+    @dataclass
+    class WithBody(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(
+                content={"application/json": OpenAPIMediaType(schema=schema)},  # type: ignore[arg-type]
+                description=description,
+                required=required,
+            )
+
+    return WithBody
+
+
+INFERENCE_ERRORS = {
+    **BAD_REQUEST,
+    **NOT_FOUND,
+    413: error("The body is larger than the gateway accepts"),
+    415: error("The content type is neither JSON nor the binary extension's"),
+    502: error("The model failed on this request"),
+    503: error("The version is not loaded, or its queue is full (Retry-After)"),
+    504: error("The model did not answer in time"),
+}
+
+BEARER = "bearer"
+SECURITY: list[dict[str, list[str]]] = [{BEARER: []}]
+ADMIN_READ = {**BAD_REQUEST, **UNAUTHORIZED, **NOT_FOUND, **STORE}
+ADMIN_WRITE = {
+    **BAD_REQUEST,
+    **UNAUTHORIZED,
+    **FORBIDDEN,
+    **NOT_FOUND,
+    409: error("Refused by the offline gate (send force), or a ramp is (not) in progress"),
+    412: error("If-Match names a version of the flag that is no longer current"),
+    **STORE,
+}
