@@ -246,7 +246,11 @@ class ReleasesController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="Candidate %",
-        operation_class=body(RolloutBody, "The candidate version and its share of traffic"),
+        operation_class=body(
+            RolloutBody,
+            "The candidate version and its share of traffic",
+            example={"version": "2", "percent": 10, "reason": "canary"},
+        ),
         responses=_EDITED,
     )
     async def rollout(
@@ -272,7 +276,11 @@ class ReleasesController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="Add a cohort rule",
-        operation_class=body(CohortBody, "A named JSONLogic rule and the version it gets"),
+        operation_class=body(
+            CohortBody,
+            "A named JSONLogic rule and the version it gets",
+            example={"name": "staff", "rule": {"==": [{"var": "tier"}, "staff"]}, "version": "2"},
+        ),
         responses=_EDITED,
     )
     async def add_cohort(
@@ -320,7 +328,11 @@ class ReleasesController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="Shadow versions",
-        operation_class=body(ShadowBody, "The versions that shadow the served one"),
+        operation_class=body(
+            ShadowBody,
+            "The versions that shadow the served one",
+            example={"versions": ["3"], "percent": 20},
+        ),
         responses=_EDITED,
     )
     async def shadow(

@@ -11,7 +11,13 @@ from litestar.exceptions import HTTPException
 from gateway import errors
 from gateway.dataplane.codec import encode_json
 from gateway.flags.errors import CohortExists, CohortNotFound, InvalidFlag, InvalidOperation
-from gateway.guard.errors import InvalidPolicy, OfflineGateRefused, RampInProgress, RampNotFound
+from gateway.guard.errors import (
+    InvalidPolicy,
+    OfflineGateRefused,
+    RampInProgress,
+    RampNotFound,
+    RampStateConflict,
+)
 from gateway.observability.metrics import GatewayMetrics
 from gateway.security.tokens import TokenConfigError
 from gateway.state.errors import StoreUnavailable, VersionConflict
@@ -28,6 +34,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], int], ...] = (
     (OfflineGateRefused, 409),
     (RampInProgress, 409),
     (RampNotFound, 409),
+    (RampStateConflict, 409),
     (InvalidPolicy, 400),
     (CohortNotFound, 404),
     (CohortExists, 409),

@@ -24,7 +24,7 @@ from gateway.dataplane.v2 import InferenceResponse, V1PredictRequest, V1PredictR
 from gateway.errors import InvalidRequest, VersionNotFound
 from gateway.flags.router import Attribute
 from gateway.http.context import attributes, targeting_key
-from gateway.http.schemas import INFERENCE_ERRORS, body, ok
+from gateway.http.schemas import INFER_EXAMPLE, INFERENCE_ERRORS, V1_EXAMPLE, body, ok
 from gateway.serving import Served, Serving
 
 _v1_decoder = msgspec.json.Decoder(V1PredictRequest)
@@ -36,7 +36,7 @@ _INFER_HELP = (
     "is application/octet-stream: the JSON header (its length in "
     "Inference-Header-Content-Length) followed by the tensors' bytes."
 )
-_INFER_BODY = body(InferenceRequest, "A V2 inference request")
+_INFER_BODY = body(InferenceRequest, "A V2 inference request", example=INFER_EXAMPLE)
 _INFER_RESPONSES = {200: ok(InferenceResponse, "The V2 inference response"), **INFERENCE_ERRORS}
 
 
@@ -82,7 +82,9 @@ class InferenceController(Controller):
         "/v1/models/{target:str}",
         status_code=200,
         summary="KServe V1 predict: /v1/models/{model}:predict",
-        operation_class=body(V1PredictRequest, "One instance per row of the model's input"),
+        operation_class=body(
+            V1PredictRequest, "One instance per row of the model's input", example=V1_EXAMPLE
+        ),
         responses={200: ok(V1PredictResponse), **INFERENCE_ERRORS},
     )
     async def predict_v1(

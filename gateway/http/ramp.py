@@ -61,7 +61,11 @@ class RampController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="Start a staged ramp",
-        operation_class=body(RampBody, "The candidate, its steps (percent) and bake time"),
+        operation_class=body(
+            RampBody,
+            "The candidate, its steps (percent) and bake time",
+            example={"version": "2", "steps": [10, 50, 100], "bake_s": 30},
+        ),
         responses=_RAMPED,
     )
     async def start(

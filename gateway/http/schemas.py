@@ -9,13 +9,13 @@ keep the two in step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 
-from gateway.flags.document import MetadataValue, Route
+from gateway.flags.document import MetadataValue, VersionName
 from gateway.repository.manifest import TensorSpec
 
 
@@ -55,6 +55,19 @@ class ModelMetadataBody(msgspec.Struct, frozen=True):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     parameters: dict[str, Any]
+
+
+class ShadowTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: VersionName
+    percent: Annotated[float, msgspec.Meta(ge=0, le=100)]
+
+
+class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A variant's value (gateway.flags.document.Route, whose percent is an integer or a
+    number: JSON Schema's `number` says both without two overlapping alternatives)."""
+
+    serve: VersionName
+    shadow: list[ShadowTarget] = []
 
 
 class Flag(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -197,18 +210,20 @@ def json_schema(kind: Any) -> dict[str, Any]:
     return inlined
 
 
-def body(kind: Any, description: str, *, required: bool = True) -> type[Operation]:
+def body(
+    kind: Any, description: str, *, required: bool = True, example: Any = None
+) -> type[Operation]:
     """An operation class whose request body is `kind`, for handlers that read the raw body
-    themselves (to decode it once, or to split off binary tensors)."""
+    themselves (to decode it once, or to split off binary tensors). `example` is a request
+    the demo repository (`gateway demo`) accepts."""
     schema = json_schema(kind)
+    media = OpenAPIMediaType(schema=schema, example=example)  # type: ignore[arg-type]
 
     @dataclass
     class WithBody(Operation):
         def __post_init__(self) -> None:
             self.request_body = RequestBody(
-                content={"application/json": OpenAPIMediaType(schema=schema)},  # type: ignore[arg-type]
-                description=description,
-                required=required,
+                content={"application/json": media}, description=description, required=required
             )
 
     return WithBody
@@ -236,3 +251,11 @@ ADMIN_WRITE = {
     412: error("If-Match names a version of the flag that is no longer current"),
     **STORE,
 }
+
+
+# Requests the demo model `digits` accepts: the document's examples.
+DIGIT = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] + [0.0, 8.0, 15.0, 10.0, 15.0, 5.0, 0.0, 0.0] * 7
+INFER_EXAMPLE = {
+    "inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": DIGIT}]
+}
+V1_EXAMPLE = {"instances": [DIGIT]}
