@@ -22,6 +22,7 @@ from gateway.http.auth import principal_of, release_manager_guard, viewer_guard
 from gateway.http.schemas import (
     ADMIN_READ,
     ADMIN_WRITE,
+    FLAG_EXAMPLE,
     SECURITY,
     AuditList,
     Flag,
@@ -182,7 +183,7 @@ class FlagsController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="Replace a flag (If-Match: a stale ETag gets 412); ?reason= is audited",
-        operation_class=body(Flag, "The whole flagd flag"),
+        operation_class=body(Flag, "The whole flagd flag", example=FLAG_EXAMPLE),
         responses={200: ok(Flag), **ADMIN_WRITE},
     )
     async def put_flag(

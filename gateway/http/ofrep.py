@@ -90,7 +90,11 @@ class OfrepController(Controller):
         operation_class=_CONTEXT_BODY,
         responses={
             200: ok(OfrepBulk),
-            304: ResponseSpec(None, description="The flags are unchanged since If-None-Match"),
+            304: ResponseSpec(
+                None,
+                description="The flags are unchanged since If-None-Match",
+                generate_examples=False,
+            ),
             400: ok(OfrepError, "The context is invalid"),
         },
     )

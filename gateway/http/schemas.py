@@ -173,11 +173,11 @@ class History(msgspec.Struct, frozen=True):
 
 
 def ok(body: type[Any], description: str = "Success") -> ResponseSpec:
-    return ResponseSpec(data_container=body, description=description)
+    return ResponseSpec(data_container=body, description=description, generate_examples=False)
 
 
 def error(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=ErrorBody, description=description)
+    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
 
 
 BAD_REQUEST = {400: error("The request is invalid; the message names the problem")}
@@ -259,3 +259,10 @@ INFER_EXAMPLE = {
     "inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": DIGIT}]
 }
 V1_EXAMPLE = {"instances": [DIGIT]}
+FLAG_EXAMPLE = {
+    "state": "ENABLED",
+    "defaultVariant": "baseline",
+    "variants": {"baseline": {"serve": "1"}, "candidate": {"serve": "2"}},
+    "targeting": {"fractional": [["baseline", 90], ["candidate", 10]]},
+    "metadata": {"model": "digits", "baseline": "baseline", "candidate": "candidate"},
+}
