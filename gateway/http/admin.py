@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
@@ -39,7 +39,6 @@ MAX_AUDIT_LIMIT = 1000
 
 
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
-SimpleAction = Literal["promote", "rollback", "disable", "enable"]
 
 
 class RolloutBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -131,6 +130,13 @@ async def edit_release(
     )
     return json_response(release_view(record) | (extra() if extra else {}), record)
 
+
+_SIMPLE_ACTIONS = {
+    "promote": operations.promote,
+    "rollback": operations.rollback,
+    "disable": operations.disable,
+    "enable": operations.enable,
+}
 
 _EDITED = {200: ok(ReleaseView, "The release as it now is, with its ETag"), **ADMIN_WRITE}
 
@@ -364,21 +370,16 @@ class ReleasesController(Controller):
         self,
         request: Request[Any, Any, Any],
         model: FromPath[str],
-        action: FromPath[SimpleAction],
+        action: Annotated[str, Parameter(schema_extra={"enum": sorted(_SIMPLE_ACTIONS)})],
         control: NamedDependency[ReleaseControl],
     ) -> Response[bytes]:
+        edit = _SIMPLE_ACTIONS.get(action)
+        if edit is None:
+            raise InvalidRequest(
+                f"unknown release action {action!r}; use one of {sorted(_SIMPLE_ACTIONS)}"
+            )
         body = await decode_body(request, ReasonBody)
-        return await edit_release(
-            request, control, model, action, body.reason, _SIMPLE_ACTIONS[action]
-        )
-
-
-_SIMPLE_ACTIONS = {
-    "promote": operations.promote,
-    "rollback": operations.rollback,
-    "disable": operations.disable,
-    "enable": operations.enable,
-}
+        return await edit_release(request, control, model, action, body.reason, edit)
 
 
 class AuditController(Controller):

@@ -14,7 +14,7 @@ from gateway.dataplane.codec import encode_json
 from gateway.errors import InvalidRequest
 from gateway.guard import FeedbackItem
 from gateway.guard.feedback import FeedbackResult
-from gateway.http.schemas import BAD_REQUEST, NOT_FOUND, body, ok
+from gateway.http.schemas import BAD_REQUEST, NOT_FOUND, TOO_LARGE, body, ok
 from gateway.repository import ModelRegistry
 
 MAX_FEEDBACK_ITEMS = 10_000
@@ -29,7 +29,7 @@ class FeedbackController(Controller):
         status_code=200,
         summary="True labels for earlier predictions: {id, label} or a list of them",
         operation_class=body(FeedbackItem | list[FeedbackItem], "One {id, label} or a list"),
-        responses={200: ok(FeedbackResult), **BAD_REQUEST, **NOT_FOUND},
+        responses={200: ok(FeedbackResult), **BAD_REQUEST, **NOT_FOUND, **TOO_LARGE},
     )
     async def feedback(
         self,

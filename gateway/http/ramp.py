@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, Parameter
 
 from gateway.control import ReleaseControl
 from gateway.control.guarding import GuardService
+from gateway.errors import InvalidRequest
 from gateway.flags.document import VersionName
 from gateway.guard import ramp as ramps
 from gateway.http.admin import ReasonBody, decode_body, edit_release
 from gateway.http.auth import release_manager_guard
 from gateway.http.schemas import ADMIN_WRITE, SECURITY, RampView, body, ok
 
-RampAction = Literal["pause", "resume", "abort"]
 Step = Annotated[int, msgspec.Meta(ge=1, le=100)]
 
 
@@ -100,11 +100,13 @@ class RampController(Controller):
         self,
         request: Request[Any, Any, Any],
         model: FromPath[str],
-        action: FromPath[RampAction],
+        action: Annotated[str, Parameter(schema_extra={"enum": list(_CONTROLS)})],
         control: NamedDependency[ReleaseControl],
         guard: NamedDependency[GuardService],
     ) -> Response[bytes]:
-        edit = _CONTROLS[action]
+        edit = _CONTROLS.get(action)
+        if edit is None:
+            raise InvalidRequest(f"unknown ramp action {action!r}; use pause, resume or abort")
         body = await decode_body(request, ReasonBody)
         now = time.time()
         return await edit_release(

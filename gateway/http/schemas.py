@@ -181,6 +181,7 @@ def error(description: str) -> ResponseSpec:
 
 
 BAD_REQUEST = {400: error("The request is invalid; the message names the problem")}
+TOO_LARGE = {413: error("The body is larger than the gateway accepts")}
 NOT_FOUND = {404: error("No such model, version, flag or release")}
 UNAUTHORIZED = {401: error("No valid bearer token (or dashboard session)")}
 FORBIDDEN = {403: error("The token's role may not do this (or a session change lacks CSRF)")}
@@ -232,7 +233,7 @@ def body(
 INFERENCE_ERRORS = {
     **BAD_REQUEST,
     **NOT_FOUND,
-    413: error("The body is larger than the gateway accepts"),
+    **TOO_LARGE,
     415: error("The content type is neither JSON nor the binary extension's"),
     502: error("The model failed on this request"),
     503: error("The version is not loaded, or its queue is full (Retry-After)"),
@@ -249,6 +250,7 @@ ADMIN_WRITE = {
     **NOT_FOUND,
     409: error("Refused by the offline gate (send force), or a ramp is (not) in progress"),
     412: error("If-Match names a version of the flag that is no longer current"),
+    **TOO_LARGE,
     **STORE,
 }
 
