@@ -20,11 +20,12 @@ from gateway.execution.pool import Executors
 from gateway.flags.diff import json_diff
 from gateway.flags.router import RouteError, Router
 from gateway.flags.versions import registry_versions
-from gateway.http.admin import AuditController, FlagsController, ReleasesController
+from gateway.http.admin import ReleasesController
 from gateway.http.allow import fix_allow_headers
 from gateway.http.errors import EXCEPTION_HANDLERS
 from gateway.http.fast_path import InferenceFastPath
 from gateway.http.feedback import FeedbackController
+from gateway.http.flags_api import AuditController, FlagsController
 from gateway.http.inference import InferenceController
 from gateway.http.metadata import HealthController, MetadataController
 from gateway.http.ofrep import OfrepController

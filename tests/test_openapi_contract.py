@@ -156,7 +156,7 @@ def contract_server(demo_models: Path, tmp_path: Path) -> Iterator[RunningServer
 
 
 @pytest.mark.e2e
-def test_schemathesis_finds_nothing(contract_server: RunningServer) -> None:
+def test_schemathesis_finds_nothing(contract_server: RunningServer, tmp_path: Path) -> None:
     """schemathesis with every check, over every operation of the document (state-changing
     ones included), against the running server, reports no failure."""
     st = Path(sys.executable).with_name("st")
@@ -178,7 +178,10 @@ def test_schemathesis_finds_nothing(contract_server: RunningServer) -> None:
         "2",
         "--no-color",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    # In tmp_path: schemathesis writes its crash cache (.schemathesis/) where it runs.
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path
+    )
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-3000:]
     selected = re.search(r"Operations:\s+(\d+) selected / (\d+) total", run.stdout)
     assert selected is not None, run.stdout[-5000:]
