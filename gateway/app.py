@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway.control import ReleaseControl
 from gateway.control.gate import OfflineGate, registry_manifests
@@ -19,14 +20,17 @@ from gateway.execution.pool import Executors
 from gateway.flags.diff import json_diff
 from gateway.flags.router import RouteError, Router
 from gateway.flags.versions import registry_versions
-from gateway.http.admin import AuditController, FlagsController, ReleasesController
+from gateway.http.admin import ReleasesController
+from gateway.http.allow import fix_allow_headers
 from gateway.http.errors import EXCEPTION_HANDLERS
 from gateway.http.fast_path import InferenceFastPath
 from gateway.http.feedback import FeedbackController
+from gateway.http.flags_api import AuditController, FlagsController
 from gateway.http.inference import InferenceController
 from gateway.http.metadata import HealthController, MetadataController
 from gateway.http.ofrep import OfrepController
 from gateway.http.ramp import RampController
+from gateway.http.schemas import BEARER
 from gateway.http.shadow import ShadowController
 from gateway.interpreter import InterpreterTuning
 from gateway.lifecycle import AccessLogFlusher, Lifecycle, Tuned
@@ -216,9 +220,24 @@ def create_app(
         template_config=dashboard.template_config,
         on_startup=[lifecycle.start],
         on_shutdown=[on_shutdown],
-        openapi_config=OpenAPIConfig(title="Release Gateway", version=__version__, path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Release Gateway",
+            version=__version__,
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    BEARER: SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An admin token (GATEWAY_ADMIN_TOKENS): viewer or "
+                        "release-manager",
+                    )
+                }
+            ),
+        ),
         debug=False,
     )
+    fix_allow_headers(app)
     if settings.inference_fast_path:
         app.asgi_handler = InferenceFastPath(
             app.asgi_handler, serving, metrics, settings.max_body_bytes

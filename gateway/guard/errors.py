@@ -1,7 +1,8 @@
 """Errors of the guard. They know nothing of HTTP; the edge maps them to status codes.
 
-Suggested statuses: InvalidPolicy 400, RampNotFound and RampInProgress 409, InvalidRamp 400
-(it is an InvalidOperation, so the existing table already answers 400), OfflineGateRefused 409.
+Suggested statuses: InvalidPolicy 400; RampNotFound, RampInProgress and RampStateConflict 409;
+InvalidRamp 400 (it is an InvalidOperation, so the existing table already answers 400);
+OfflineGateRefused 409.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "OfflineGateRefused",
     "RampInProgress",
     "RampNotFound",
+    "RampStateConflict",
     "WebhookFailed",
 ]
 
@@ -37,6 +39,11 @@ class InvalidRamp(GuardError, InvalidOperation):
 
 class RampNotFound(InvalidRamp):
     """The release has no ramp in progress (pause, resume, abort or advance need one)."""
+
+
+class RampStateConflict(InvalidRamp):
+    """The ramp is not in the state the operation needs: pausing a paused ramp, resuming or
+    advancing a running or paused one the wrong way round."""
 
 
 class RampInProgress(InvalidRamp):

@@ -28,7 +28,7 @@ import msgspec
 
 from gateway.flags import operations
 from gateway.guard.decision import Decision, DecisionKind
-from gateway.guard.errors import InvalidRamp, RampInProgress, RampNotFound
+from gateway.guard.errors import InvalidRamp, RampInProgress, RampNotFound, RampStateConflict
 
 Flag = dict[str, Any]
 RampStatus = Literal["running", "paused"]
@@ -224,7 +224,7 @@ def advance(flag: Mapping[str, Any], now: float) -> Flag:
     """The next step; from the step before the last, promotion (and the ramp ends)."""
     state = _require(flag)
     if not state.running:
-        raise InvalidRamp("the ramp is paused; resume it before it can advance")
+        raise RampStateConflict("the ramp is paused; resume it before it can advance")
     serving = operations.describe_release(flag)["candidate"]["version"]
     if serving != state.version:
         raise InvalidRamp(
@@ -243,7 +243,7 @@ def pause(flag: Mapping[str, Any]) -> Flag:
     rolls back on a breach)."""
     state = _require(flag)
     if not state.running:
-        raise InvalidRamp("the ramp is already paused")
+        raise RampStateConflict("the ramp is already paused")
     return _with_metadata(flag, {KEY_STATE: "paused"})
 
 
@@ -251,7 +251,7 @@ def resume(flag: Mapping[str, Any], now: float) -> Flag:
     """Run a paused ramp again; the current step bakes anew from `now`."""
     state = _require(flag)
     if state.running:
-        raise InvalidRamp("the ramp is not paused")
+        raise RampStateConflict("the ramp is not paused")
     return _with_metadata(flag, {KEY_STATE: "running", KEY_STARTED: float(now)})
 
 

@@ -1,14 +1,14 @@
-"""The admin API: release managers read and change release flags; viewers read."""
+"""The admin API's release operations: release managers change a release; viewers read it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, post, put
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, Parameter
 
 from gateway.control import ReleaseControl
 from gateway.control.guarding import GuardService
@@ -17,30 +17,43 @@ from gateway.dataplane.codec import encode_json
 from gateway.errors import InvalidRequest
 from gateway.execution.pool import Executors
 from gateway.flags import operations
+from gateway.flags.document import VersionName
 from gateway.http.auth import principal_of, release_manager_guard, viewer_guard
+from gateway.http.schemas import (
+    ADMIN_READ,
+    ADMIN_WRITE,
+    SECURITY,
+    ReleaseStatus,
+    ReleaseView,
+    body,
+    ok,
+)
 from gateway.state import FlagRecord
 
 T = TypeVar("T")
 MAX_AUDIT_LIMIT = 1000
 
 
+Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
+
+
 class RolloutBody(msgspec.Struct, forbid_unknown_fields=True):
-    version: str
-    percent: int
+    version: VersionName
+    percent: Percent
     reason: str = ""
     force: bool = False
 
 
 class CohortBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    rule: dict[str, Any]
-    version: str
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    rule: Annotated[dict[str, Any], msgspec.Meta(min_length=1, max_length=1)]
+    version: VersionName
     reason: str = ""
 
 
 class ShadowBody(msgspec.Struct, forbid_unknown_fields=True):
-    versions: list[str]
-    percent: float = 100.0
+    versions: list[VersionName]
+    percent: Annotated[float, msgspec.Meta(ge=0, le=100)] = 100.0
     reason: str = ""
 
 
@@ -114,62 +127,14 @@ async def edit_release(
     return json_response(release_view(record) | (extra() if extra else {}), record)
 
 
-class FlagsController(Controller):
-    """Whole flagd flag objects, versioned with ETags."""
+_SIMPLE_ACTIONS = {
+    "promote": operations.promote,
+    "rollback": operations.rollback,
+    "disable": operations.disable,
+    "enable": operations.enable,
+}
 
-    path = "/admin/flags"
-    tags = ["admin"]
-
-    @get("/", guards=[viewer_guard], summary="Flag keys with their version and ETag")
-    async def list_flags(self, control: NamedDependency[ReleaseControl]) -> Response[bytes]:
-        records = await control.flags()
-        return json_response(
-            {
-                "flags": [
-                    {
-                        "key": r.key,
-                        "model": r.flag.get("metadata", {}).get("model", ""),
-                        "version": r.version,
-                        "etag": etag(r),
-                        "updated_at": r.updated_at,
-                        "updated_by": r.updated_by,
-                    }
-                    for r in records
-                ]
-            }
-        )
-
-    @get("/{key:str}", guards=[viewer_guard], summary="One flagd flag object, with its ETag")
-    async def get_flag(
-        self, key: FromPath[str], control: NamedDependency[ReleaseControl]
-    ) -> Response[bytes]:
-        record = await control.flag(key)
-        return json_response(record.flag, record)
-
-    @put(
-        "/{key:str}",
-        guards=[release_manager_guard],
-        status_code=200,
-        summary="Replace a flag (If-Match: a stale ETag gets 412); ?reason= is audited",
-    )
-    async def put_flag(
-        self,
-        request: Request[Any, Any, Any],
-        key: FromPath[str],
-        control: NamedDependency[ReleaseControl],
-        reason: FromQuery[str] = "",
-        force: FromQuery[bool] = False,
-    ) -> Response[bytes]:
-        flag = await decode_body(request, dict[str, Any])
-        record = await control.replace(
-            key,
-            flag,
-            expected_version=expected_version(request),
-            actor=principal_of(request).name,
-            reason=reason,
-            force=force,
-        )
-        return json_response(record.flag, record)
+_EDITED = {200: ok(ReleaseView, "The release as it now is, with its ETag"), **ADMIN_WRITE}
 
 
 class ReleasesController(Controller):
@@ -177,8 +142,14 @@ class ReleasesController(Controller):
 
     path = "/admin/releases/{model:str}"
     tags = ["admin"]
+    security = SECURITY
 
-    @get("/", guards=[viewer_guard], summary="Variants, split, cohorts, shadows, flag version")
+    @get(
+        "/",
+        guards=[viewer_guard],
+        summary="Variants, split, cohorts, shadows, flag version",
+        responses={200: ok(ReleaseStatus), **ADMIN_READ},
+    )
     async def status(
         self,
         model: FromPath[str],
@@ -202,7 +173,18 @@ class ReleasesController(Controller):
             record,
         )
 
-    @post("/rollout", guards=[release_manager_guard], status_code=200, summary="Candidate %")
+    @post(
+        "/rollout",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Candidate %",
+        operation_class=body(
+            RolloutBody,
+            "The candidate version and its share of traffic",
+            example={"version": "2", "percent": 10, "reason": "canary"},
+        ),
+        responses=_EDITED,
+    )
     async def rollout(
         self,
         request: Request[Any, Any, Any],
@@ -221,7 +203,18 @@ class ReleasesController(Controller):
             force=body.force,
         )
 
-    @post("/cohorts", guards=[release_manager_guard], status_code=200, summary="Add a cohort rule")
+    @post(
+        "/cohorts",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Add a cohort rule",
+        operation_class=body(
+            CohortBody,
+            "A named JSONLogic rule and the version it gets",
+            example={"name": "staff", "rule": {"==": [{"var": "tier"}, "staff"]}, "version": "2"},
+        ),
+        responses=_EDITED,
+    )
     async def add_cohort(
         self,
         request: Request[Any, Any, Any],
@@ -243,6 +236,7 @@ class ReleasesController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="Remove a cohort rule by name",
+        responses=_EDITED,
     )
     async def remove_cohort(
         self,
@@ -261,7 +255,18 @@ class ReleasesController(Controller):
             lambda flag: operations.remove_cohort(flag, name),
         )
 
-    @post("/shadow", guards=[release_manager_guard], status_code=200, summary="Shadow versions")
+    @post(
+        "/shadow",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Shadow versions",
+        operation_class=body(
+            ShadowBody,
+            "The versions that shadow the served one",
+            example={"versions": ["3"], "percent": 20},
+        ),
+        responses=_EDITED,
+    )
     async def shadow(
         self,
         request: Request[Any, Any, Any],
@@ -283,12 +288,14 @@ class ReleasesController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="promote, rollback, disable (kill switch) or enable",
+        operation_class=body(ReasonBody, "Why, for the audit log", required=False),
+        responses=_EDITED,
     )
     async def simple(
         self,
         request: Request[Any, Any, Any],
         model: FromPath[str],
-        action: FromPath[str],
+        action: Annotated[str, Parameter(schema_extra={"enum": sorted(_SIMPLE_ACTIONS)})],
         control: NamedDependency[ReleaseControl],
     ) -> Response[bytes]:
         edit = _SIMPLE_ACTIONS.get(action)
@@ -298,28 +305,3 @@ class ReleasesController(Controller):
             )
         body = await decode_body(request, ReasonBody)
         return await edit_release(request, control, model, action, body.reason, edit)
-
-
-_SIMPLE_ACTIONS = {
-    "promote": operations.promote,
-    "rollback": operations.rollback,
-    "disable": operations.disable,
-    "enable": operations.enable,
-}
-
-
-class AuditController(Controller):
-    path = "/admin/audit"
-    tags = ["admin"]
-
-    @get("/", guards=[viewer_guard], summary="Who changed what, when, why, with the diff")
-    async def audit(
-        self,
-        control: NamedDependency[ReleaseControl],
-        model: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
-    ) -> Response[bytes]:
-        if not 1 <= limit <= MAX_AUDIT_LIMIT:
-            raise InvalidRequest(f"limit must be between 1 and {MAX_AUDIT_LIMIT}")
-        entries = await control.store.audit(model=model, limit=limit)
-        return json_response({"entries": entries})

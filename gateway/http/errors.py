@@ -11,7 +11,13 @@ from litestar.exceptions import HTTPException
 from gateway import errors
 from gateway.dataplane.codec import encode_json
 from gateway.flags.errors import CohortExists, CohortNotFound, InvalidFlag, InvalidOperation
-from gateway.guard.errors import InvalidPolicy, OfflineGateRefused, RampInProgress, RampNotFound
+from gateway.guard.errors import (
+    InvalidPolicy,
+    OfflineGateRefused,
+    RampInProgress,
+    RampNotFound,
+    RampStateConflict,
+)
 from gateway.observability.metrics import GatewayMetrics
 from gateway.security.tokens import TokenConfigError
 from gateway.state.errors import StoreUnavailable, VersionConflict
@@ -28,6 +34,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], int], ...] = (
     (OfflineGateRefused, 409),
     (RampInProgress, 409),
     (RampNotFound, 409),
+    (RampStateConflict, 409),
     (InvalidPolicy, 400),
     (CohortNotFound, 404),
     (CohortExists, 409),
@@ -111,12 +118,29 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         message = body_too_large(request.app.state.max_body_bytes)
     elif status == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
+    elif status == 400 and exc.extra:
+        message = f"{message}: {_problems(exc.extra)}"
     _log.info("request_failed", path=request.url.path, status=status, error=message)
     headers = getattr(exc, "headers", None)
     response = error_response(status, message)
     if headers:
         response.headers.update(headers)
     return response
+
+
+def _problems(extra: dict[str, Any] | list[Any]) -> str:
+    """Litestar's validation details (which parameter, what is wrong) as one line."""
+    items = extra if isinstance(extra, list) else [extra]
+    parts = []
+    for item in items:
+        if isinstance(item, dict):
+            source = getattr(item.get("source"), "value", item.get("source"))
+            key = item.get("key")
+            where = f"{source} parameter {key!r}" if source and key else str(key or "body")
+            parts.append(f"{where}: {item.get('message', '')}")
+        else:
+            parts.append(str(item))
+    return "; ".join(parts)
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

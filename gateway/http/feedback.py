@@ -13,6 +13,8 @@ from gateway.control.guarding import GuardService
 from gateway.dataplane.codec import encode_json
 from gateway.errors import InvalidRequest
 from gateway.guard import FeedbackItem
+from gateway.guard.feedback import FeedbackResult
+from gateway.http.schemas import BAD_REQUEST, NOT_FOUND, TOO_LARGE, body, ok
 from gateway.repository import ModelRegistry
 
 MAX_FEEDBACK_ITEMS = 10_000
@@ -26,6 +28,8 @@ class FeedbackController(Controller):
         "/v2/models/{model:str}/feedback",
         status_code=200,
         summary="True labels for earlier predictions: {id, label} or a list of them",
+        operation_class=body(FeedbackItem | list[FeedbackItem], "One {id, label} or a list"),
+        responses={200: ok(FeedbackResult), **BAD_REQUEST, **NOT_FOUND, **TOO_LARGE},
     )
     async def feedback(
         self,

@@ -20,14 +20,24 @@ from gateway.dataplane.codec import (
     encode_response,
     wants_binary,
 )
-from gateway.dataplane.v2 import V1PredictRequest
+from gateway.dataplane.v2 import InferenceResponse, V1PredictRequest, V1PredictResponse
 from gateway.errors import InvalidRequest, VersionNotFound
 from gateway.flags.router import Attribute
 from gateway.http.context import attributes, targeting_key
+from gateway.http.schemas import INFER_EXAMPLE, INFERENCE_ERRORS, V1_EXAMPLE, body, ok
 from gateway.serving import Served, Serving
 
 _v1_decoder = msgspec.json.Decoder(V1PredictRequest)
 HEADER_LENGTH = "inference-header-content-length"  # the binary extension's JSON length
+
+
+_INFER_HELP = (
+    "An Open Inference Protocol (V2) request. With the binary tensor data extension the body "
+    "is application/octet-stream: the JSON header (its length in "
+    "Inference-Header-Content-Length) followed by the tensors' bytes."
+)
+_INFER_BODY = body(InferenceRequest, "A V2 inference request", example=INFER_EXAMPLE)
+_INFER_RESPONSES = {200: ok(InferenceResponse, "The V2 inference response"), **INFERENCE_ERRORS}
 
 
 class InferenceController(Controller):
@@ -39,6 +49,9 @@ class InferenceController(Controller):
         "/v2/models/{model:str}/infer",
         status_code=200,
         summary="Infer with the version the model's release flag routes to",
+        description=_INFER_HELP,
+        operation_class=_INFER_BODY,
+        responses=_INFER_RESPONSES,
     )
     async def infer(
         self,
@@ -52,6 +65,9 @@ class InferenceController(Controller):
         "/v2/models/{model:str}/versions/{version:str}/infer",
         status_code=200,
         summary="Infer with one pinned version, bypassing routing",
+        description=_INFER_HELP,
+        operation_class=_INFER_BODY,
+        responses=_INFER_RESPONSES,
     )
     async def infer_version(
         self,
@@ -66,6 +82,10 @@ class InferenceController(Controller):
         "/v1/models/{target:str}",
         status_code=200,
         summary="KServe V1 predict: /v1/models/{model}:predict",
+        operation_class=body(
+            V1PredictRequest, "One instance per row of the model's input", example=V1_EXAMPLE
+        ),
+        responses={200: ok(V1PredictResponse), **INFERENCE_ERRORS},
     )
     async def predict_v1(
         self,

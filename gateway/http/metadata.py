@@ -13,6 +13,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.dataplane.codec import encode_json
 from gateway.dataplane.v2 import ModelMetadata, ServerMetadata
 from gateway.errors import ModelNotReady
+from gateway.http.schemas import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    Live,
+    ModelMetadataBody,
+    Ready,
+    ServerMetadataBody,
+    VersionReadiness,
+    error,
+    ok,
+)
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import LoadedVersion, ModelEntry, ModelRegistry, VersionState
 
@@ -24,16 +35,34 @@ def _json(value: Any, status: int = 200) -> Response[bytes]:
     return Response(encode_json(value), status_code=status, media_type="application/json")
 
 
+_METADATA = {
+    200: ok(ModelMetadataBody),
+    **BAD_REQUEST,
+    **NOT_FOUND,
+    503: error("The version has no readable manifest"),
+}
+_READINESS = {
+    200: ok(VersionReadiness),
+    503: ok(VersionReadiness, "The version cannot answer; `reason` says why"),
+    **BAD_REQUEST,
+    **NOT_FOUND,
+}
+
+
 class HealthController(Controller):
     """Liveness and readiness as V2 defines them, and the Prometheus exposition."""
 
     tags = ["health"]
 
-    @get("/v2/health/live", summary="The process is up")
+    @get("/v2/health/live", summary="The process is up", responses={200: ok(Live)})
     async def live(self) -> Response[bytes]:
         return _json({"live": True})
 
-    @get("/v2/health/ready", summary="Every model's serving version is loaded")
+    @get(
+        "/v2/health/ready",
+        summary="Every model's serving version is loaded",
+        responses={200: ok(Ready), 503: ok(Ready, "Some serving version is not loaded")},
+    )
     async def ready(self, registry: NamedDependency[ModelRegistry]) -> Response[bytes]:
         ready = registry.is_ready()
         return _json({"ready": ready}, 200 if ready else 503)
@@ -49,33 +78,49 @@ class MetadataController(Controller):
 
     tags = ["metadata"]
 
-    @get("/v2", summary="Server metadata")
+    @get("/v2", summary="Server metadata", responses={200: ok(ServerMetadataBody)})
     async def server(self) -> Response[bytes]:
         from gateway import __version__
 
         return _json(ServerMetadata(SERVER_NAME, __version__, EXTENSIONS))
 
-    @get("/v2/models/{model:str}", summary="Metadata of the model's serving version")
+    @get(
+        "/v2/models/{model:str}",
+        summary="Metadata of the model's serving version",
+        responses=_METADATA,
+    )
     async def model(
         self, model: FromPath[str], registry: NamedDependency[ModelRegistry]
     ) -> Response[bytes]:
         entry = registry.model(model)
         return _json(_metadata(entry, registry.version(model)))
 
-    @get("/v2/models/{model:str}/versions/{version:str}", summary="Metadata of one version")
+    @get(
+        "/v2/models/{model:str}/versions/{version:str}",
+        summary="Metadata of one version",
+        responses=_METADATA,
+    )
     async def version(
         self, model: FromPath[str], version: FromPath[str], registry: NamedDependency[ModelRegistry]
     ) -> Response[bytes]:
         entry = registry.model(model)
         return _json(_metadata(entry, registry.version(model, version)))
 
-    @get("/v2/models/{model:str}/ready", summary="The serving version can answer")
+    @get(
+        "/v2/models/{model:str}/ready",
+        summary="The serving version can answer",
+        responses=_READINESS,
+    )
     async def model_ready(
         self, model: FromPath[str], registry: NamedDependency[ModelRegistry]
     ) -> Response[bytes]:
         return _ready(registry.version(model))
 
-    @get("/v2/models/{model:str}/versions/{version:str}/ready", summary="The version can answer")
+    @get(
+        "/v2/models/{model:str}/versions/{version:str}/ready",
+        summary="The version can answer",
+        responses=_READINESS,
+    )
     async def version_ready(
         self, model: FromPath[str], version: FromPath[str], registry: NamedDependency[ModelRegistry]
     ) -> Response[bytes]:

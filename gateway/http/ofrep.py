@@ -8,10 +8,12 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from gateway.dataplane.codec import encode_json
 from gateway.flags.router import Router
+from gateway.http.schemas import OfrepBulk, OfrepError, OfrepSuccess, body, ok
 
 _ERROR_STATUS = {"FLAG_NOT_FOUND": 404, "PARSE_ERROR": 400, "INVALID_CONTEXT": 400}
 
@@ -53,11 +55,24 @@ def _evaluate(
     }
 
 
+_CONTEXT_BODY = body(EvaluationRequest, "The evaluation context", required=False)
+
+
 class OfrepController(Controller):
     path = "/ofrep/v1/evaluate/flags"
     tags = ["ofrep"]
 
-    @post("/{key:str}", status_code=200, summary="Evaluate one flag for a context")
+    @post(
+        "/{key:str}",
+        status_code=200,
+        summary="Evaluate one flag for a context",
+        operation_class=_CONTEXT_BODY,
+        responses={
+            200: ok(OfrepSuccess),
+            400: ok(OfrepError, "The context is invalid or the flag does not parse"),
+            404: ok(OfrepError, "No such flag"),
+        },
+    )
     async def evaluate_one(
         self, request: Request[Any, Any, Any], key: FromPath[str], router: NamedDependency[Router]
     ) -> Response[bytes]:
@@ -68,7 +83,21 @@ class OfrepController(Controller):
         status, body = _evaluate(router, key, *parsed)
         return Response(encode_json(body), status_code=status, media_type="application/json")
 
-    @post("/", status_code=200, summary="Evaluate every flag (ETag; If-None-Match gives 304)")
+    @post(
+        "/",
+        status_code=200,
+        summary="Evaluate every flag (ETag; If-None-Match gives 304)",
+        operation_class=_CONTEXT_BODY,
+        responses={
+            200: ok(OfrepBulk),
+            304: ResponseSpec(
+                None,
+                description="The flags are unchanged since If-None-Match",
+                generate_examples=False,
+            ),
+            400: ok(OfrepError, "The context is invalid"),
+        },
+    )
     async def evaluate_all(
         self, request: Request[Any, Any, Any], router: NamedDependency[Router]
     ) -> Response[bytes]:

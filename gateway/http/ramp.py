@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, Parameter
 
 from gateway.control import ReleaseControl
 from gateway.control.guarding import GuardService
 from gateway.errors import InvalidRequest
+from gateway.flags.document import VersionName
 from gateway.guard import ramp as ramps
 from gateway.http.admin import ReasonBody, decode_body, edit_release
 from gateway.http.auth import release_manager_guard
+from gateway.http.schemas import ADMIN_WRITE, SECURITY, RampView, body, ok
+
+Step = Annotated[int, msgspec.Meta(ge=1, le=100)]
 
 
 class RampBody(msgspec.Struct, forbid_unknown_fields=True):
-    version: str
-    steps: list[int] = msgspec.field(default_factory=lambda: [1, 5, 25, 50, 100])
-    bake_s: float = 60.0
+    version: VersionName
+    steps: Annotated[list[Step], msgspec.Meta(min_length=2)] = msgspec.field(
+        default_factory=lambda: [1, 5, 25, 50, 100]
+    )
+    bake_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     force: bool = False
     reason: str = ""
 
@@ -42,11 +48,26 @@ _CONTROLS: dict[str, Callable[[dict[str, Any], float], dict[str, Any]]] = {
 }
 
 
+_RAMPED = {200: ok(RampView, "The release as it now is, with its ETag"), **ADMIN_WRITE}
+
+
 class RampController(Controller):
     path = "/admin/releases/{model:str}/ramp"
     tags = ["admin"]
+    security = SECURITY
 
-    @post("/", guards=[release_manager_guard], status_code=200, summary="Start a staged ramp")
+    @post(
+        "/",
+        guards=[release_manager_guard],
+        status_code=200,
+        summary="Start a staged ramp",
+        operation_class=body(
+            RampBody,
+            "The candidate, its steps (percent) and bake time",
+            example={"version": "2", "steps": [10, 50, 100], "bake_s": 30},
+        ),
+        responses=_RAMPED,
+    )
     async def start(
         self,
         request: Request[Any, Any, Any],
@@ -72,12 +93,14 @@ class RampController(Controller):
         guards=[release_manager_guard],
         status_code=200,
         summary="pause, resume or abort the ramp",
+        operation_class=body(ReasonBody, "Why, for the audit log", required=False),
+        responses=_RAMPED,
     )
     async def control_ramp(
         self,
         request: Request[Any, Any, Any],
         model: FromPath[str],
-        action: FromPath[str],
+        action: Annotated[str, Parameter(schema_extra={"enum": list(_CONTROLS)})],
         control: NamedDependency[ReleaseControl],
         guard: NamedDependency[GuardService],
     ) -> Response[bytes]:

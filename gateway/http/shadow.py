@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, Parameter
 
 from gateway.dataplane.codec import encode_json
 from gateway.errors import InvalidRequest
 from gateway.http.auth import viewer_guard
+from gateway.http.schemas import ADMIN_READ, BAD_REQUEST, SECURITY, Disagreements, ok
 from gateway.repository import ModelRegistry
 from gateway.shadow.service import MAX_DISAGREEMENTS, ShadowService
+from gateway.shadow.summary import ShadowSummary
 from gateway.shadow.timerange import time_range
 
 RANGE_HELP = (
@@ -36,6 +39,7 @@ class ShadowController(Controller):
 
     path = "/admin/shadow/{model:str}"
     tags = ["admin"]
+    security = SECURITY
 
     @get(
         "/",
@@ -44,6 +48,7 @@ class ShadowController(Controller):
         description="Count, agreement on the top class with its 95 % Wilson interval, "
         "quantiles of the largest absolute output difference, p50/p99 latency of each side, "
         f"and error counts, over records with since <= time < until. {RANGE_HELP}.",
+        responses={200: ok(ShadowSummary), **BAD_REQUEST, **ADMIN_READ},
     )
     async def summary(
         self,
@@ -68,21 +73,20 @@ class ShadowController(Controller):
         summary="Requests whose shadow disagreed with the primary, newest first",
         description="Each with both outputs, and its inputs when the release keeps them. "
         f"{RANGE_HELP}.",
+        responses={200: ok(Disagreements), **BAD_REQUEST, **ADMIN_READ},
     )
     async def disagreements(
         self,
         model: FromPath[str],
         registry: NamedDependency[ModelRegistry],
         shadow_service: NamedDependency[ShadowService],
-        limit: FromQuery[int] = 50,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_DISAGREEMENTS)] = 50,
         since: FromQuery[str | None] = None,
         until: FromQuery[str | None] = None,
         primary: FromQuery[str | None] = None,
         shadow: FromQuery[str | None] = None,
     ) -> Response[bytes]:
         registry.model(model)
-        if not 1 <= limit <= MAX_DISAGREEMENTS:
-            raise InvalidRequest(f"limit must be between 1 and {MAX_DISAGREEMENTS}")
         start, end = _range(since, until)
         records = await shadow_service.disagreements(
             model, since=start, until=end, primary=primary, shadow=shadow, limit=limit
