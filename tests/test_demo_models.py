@@ -177,17 +177,28 @@ def test_build_skips_what_is_up_to_date(demo_models: Path) -> None:
 def test_build_rebuilds_stale_and_forced_versions_deterministically(
     demo_models: Path, tmp_path: Path
 ) -> None:
-    """A tampered artifact is rebuilt alone; force rebuilds all, with identical predictions."""
+    """A tampered artifact is rebuilt alone; force rebuilds all, with identical predictions.
+
+    The transformer (version 5) is left out of the copy's recipe: training it again takes
+    most of a minute, and tests/test_demo_transformer.py shows its training reproducible."""
     copy = tmp_path / "models"
     shutil.copytree(demo_models, copy)
+    recipe_path = copy / "digits" / "recipe.json"
+    recipe = json.loads(recipe_path.read_text())
+    del recipe["versions"]["5"]
+    recipe_path.write_text(json.dumps(recipe))
+    shutil.rmtree(copy / "digits" / "5")
+    rebuilt = [version for version in VERSIONS if version != "5"]
     (copy / "digits" / "2" / "model.onnx").write_bytes(b"not a model")
     assert build_demo(copy, progress=lambda _line: None) == ["2"]
-    assert build_demo(copy, force=True, progress=lambda _line: None) == VERSIONS
+    assert build_demo(copy, force=True, progress=lambda _line: None) == rebuilt
     for version in HEALTHY:
+        if version not in rebuilt:
+            continue
         before, after = _run(demo_models, version), _run(copy, version)
         np.testing.assert_array_equal(after["label"], before["label"])
         np.testing.assert_array_equal(after["probabilities"], before["probabilities"])
-    for version in ("1", "2", "4", "5"):  # ONNX is byte-for-byte reproducible; TorchScript not
+    for version in ("1", "2", "4"):  # ONNX is byte-for-byte reproducible; TorchScript not
         assert _manifest(copy, version).sha256 == _manifest(demo_models, version).sha256
 
 

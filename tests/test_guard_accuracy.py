@@ -62,8 +62,8 @@ def first_rollback(
         arm = Arm.CANDIDATE if to_candidate[t] else Arm.BASELINE
         window.record_labels(arm, int(right[t]), 1)
         done = t + 1
-        rejects = window.accuracy_test.result(policy.accuracy_alpha).rejects
-        if t in looks and t >= start and rejects:
+        # The statistic rises only at these looks, so a first rejection is first seen at one.
+        if t in looks and t >= start and window.accuracy_test.result(policy.accuracy_alpha).rejects:
             decision = decide(window, policy, now=60.0)
             if decision.kind is DecisionKind.BREACH:
                 assert decision.triggers == (Trigger.ACCURACY_TEST,)

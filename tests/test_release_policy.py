@@ -168,7 +168,7 @@ def test_bad_parameters_of_an_operation_are_a_named_400_that_changes_nothing(
     )
 
     assert ramp.status_code == 400
-    assert "bake time" in ramp.json()["error"]
+    assert "bake_s" in ramp.json()["error"]
     assert cohort.status_code == 400
     assert "cohort" in cohort.json()["error"]
     _still_working(guarded, etag)

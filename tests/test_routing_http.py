@@ -47,13 +47,14 @@ def test_same_key_same_variant_also_after_rebuild(release_settings: Settings) ->
     assert set(seen.values()) == {"baseline", "candidate"}
 
 
-def test_split_over_twenty_thousand_keys_matches_the_weights(release_client: Client) -> None:
-    """Over 20,000 targeting keys sent through HTTP, the split is within 1.5 points of 90/10."""
+def test_split_over_five_thousand_keys_matches_the_weights(release_client: Client) -> None:
+    """Over 5,000 targeting keys sent through HTTP, the split is within 1.5 points of 90/10
+    (3.5 standard deviations; the router's own test checks the split over many more keys)."""
     counts: Counter[str] = Counter()
-    for i in range(20_000):
+    for i in range(5_000):
         counts[infer(release_client, {"x-targeting-key": f"k{i}"}).headers["x-route-variant"]] += 1
-    assert abs(counts["candidate"] / 20_000 - 0.10) <= 0.015
-    assert counts["baseline"] + counts["candidate"] == 20_000
+    assert abs(counts["candidate"] / 5_000 - 0.10) <= 0.015
+    assert counts["baseline"] + counts["candidate"] == 5_000
 
 
 def test_cohort_rule_wins_over_the_percentage(release_client: Client) -> None:
