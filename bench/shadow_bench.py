@@ -1,7 +1,8 @@
 """What shadowing costs the primary: the same gateway, with and without a 100 % shadow.
 
 One gateway (granian, one worker) serves the demo release: every request to version 1, and
-in "shadow" runs version 2 shadowing it on 100 % of requests (switched through the admin
+in "shadow" runs the heavier version 5 (the transformer; `--shadow`) shadowing it on 100 % of
+requests (switched through the admin
 API between runs, so both conditions share one process). wrk sends one held-out digit.
 
 1. Maximum throughput: closed-loop wrk with many connections, no shadow.

@@ -95,11 +95,23 @@ def release_client(release_settings: Settings) -> Iterator[Client]:
         yield test_client
 
 
-@pytest.fixture(params=[True, False], ids=["fast-path", "litestar-handlers"])
-def infer_client(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Client]:
+@pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "litestar-handlers"])
+def infer_client(
+    request: pytest.FixtureRequest, demo_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Client]:
     """A client of an app serving V2 infer through the ASGI fast path, then through the
-    Litestar handlers: a test using it checks that both answer alike."""
-    fast = msgspec.structs.replace(settings, inference_fast_path=request.param)
+    Litestar handlers: a test using it checks that both answer alike. One app of each per
+    module (building one takes a third of a second): its tests must not change its state."""
+    root = tmp_path_factory.mktemp("infer-client")
+    (root / "no-flags").mkdir()
+    fast = Settings(
+        models_dir=demo_models,
+        flags_dir=root / "no-flags",
+        state_path=root / "state.db",
+        log_format="json",
+        max_body_bytes=1024 * 1024,
+        inference_fast_path=request.param,
+    )
     with TestClient(app=create_app(fast)) as test_client:
         yield test_client
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.flags import json_diff
+from gateway.flags.diff import json_diff
 from gateway.flags.operations import set_rollout
 from tests.flags_support import demo_flag
 

@@ -10,14 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.flags import (
-    CohortExists,
-    CohortNotFound,
-    InvalidFlag,
-    InvalidOperation,
-    Router,
-    validate_flag,
-)
+from gateway.flags.errors import CohortExists, CohortNotFound, InvalidFlag, InvalidOperation
 from gateway.flags.operations import (
     add_cohort,
     describe_release,
@@ -30,6 +23,8 @@ from gateway.flags.operations import (
     set_shadow,
 )
 from gateway.flags.plan import Cohort, Plan, Split, read_plan, write_plan
+from gateway.flags.router import Router
+from gateway.flags.validation import validate_flag
 from tests.flags_support import (
     DEMO_KEY,
     KNOWN,

@@ -18,15 +18,11 @@ from openfeature.flag_evaluation import FlagEvaluationDetails, FlagValueType
 from openfeature.hook import Hook, HookContext, HookHints
 
 from gateway.errors import ModelNotFound
-from gateway.flags import (
-    NO_FLAG,
-    InvalidFlag,
-    ReleaseFlagProvider,
-    RouteError,
-    Router,
-    ShadowTarget,
-)
 from gateway.flags.cache import DecisionCache
+from gateway.flags.document import ShadowTarget
+from gateway.flags.errors import InvalidFlag
+from gateway.flags.provider import ReleaseFlagProvider
+from gateway.flags.router import NO_FLAG, RouteError, Router
 from tests.flags_support import DEMO_KEY, KNOWN, demo_flag, flag_with
 
 DEFAULTS = {"digits": "1", "faces": "7"}

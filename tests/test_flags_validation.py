@@ -11,15 +11,10 @@ import pytest
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
-from gateway.flags import (
-    InvalidFlag,
-    Route,
-    ShadowTarget,
-    VersionStatus,
-    registry_versions,
-    validate_document,
-    validate_flag,
-)
+from gateway.flags.document import Route, ShadowTarget
+from gateway.flags.errors import InvalidFlag
+from gateway.flags.validation import validate_document, validate_flag
+from gateway.flags.versions import VersionStatus, registry_versions
 from gateway.repository import LoadedVersion, ModelEntry, ModelRegistry, VersionState
 from tests.flags_support import (
     DEMO_KEY,

@@ -17,8 +17,8 @@ import pytest
 
 from gateway.control.gate import OfflineGate
 from gateway.control.releases import ReleaseControl
-from gateway.flags import Router
 from gateway.flags.operations import describe_release, set_rollout
+from gateway.flags.router import Router
 from gateway.guard.decision import DecisionKind
 from gateway.guard.errors import WebhookFailed
 from gateway.guard.live import GuardStats

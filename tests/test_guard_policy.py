@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.flags import validate_flag
+from gateway.flags.validation import validate_flag
 from gateway.guard.errors import InvalidPolicy
 from gateway.guard.policy import GuardPolicy
 from tests.flags_support import DEMO_KEY, KNOWN, demo_flag

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.flags import InvalidOperation, validate_flag
+from gateway.flags.errors import InvalidOperation
 from gateway.flags.operations import describe_release
+from gateway.flags.validation import validate_flag
 from gateway.guard.decision import Decision, DecisionKind
 from gateway.guard.errors import InvalidRamp, RampInProgress, RampNotFound
 from gateway.guard.ramp import (

@@ -1,51 +1,8 @@
 """Release flags: flagd flag definitions whose variants are routes to model versions.
 
-Plain Python, no I/O: validation (`validation`), the OpenFeature provider (`provider`), the
-per-request router (`router`), release-manager operations (`operations`) and the audit diff
-(`diff`).
+Plain Python, no I/O: the flag document's typed view (`document`), validation
+(`validation`), the typed release policy (`policy`), the OpenFeature provider (`provider`),
+the per-request router (`router`), release-manager operations (`operations`), the audit diff
+(`diff`) and the versions a flag may name (`versions`). Import from the module itself: the
+package imports nothing, so that importing one part (the errors, say) does not load the rest.
 """
-
-from gateway.flags.diff import json_diff
-from gateway.flags.document import SCHEMA_URL, Release, Route, ShadowTarget
-from gateway.flags.errors import (
-    CohortExists,
-    CohortNotFound,
-    FlagError,
-    InvalidFlag,
-    InvalidOperation,
-)
-from gateway.flags.provider import ReleaseFlagProvider
-from gateway.flags.router import NO_FLAG, RouteDecision, RouteError, Router
-from gateway.flags.validation import validate_document, validate_flag
-from gateway.flags.versions import (
-    KnownVersions,
-    VersionLookup,
-    VersionStatus,
-    registry_versions,
-    version_lookup,
-)
-
-__all__ = [
-    "NO_FLAG",
-    "SCHEMA_URL",
-    "CohortExists",
-    "CohortNotFound",
-    "FlagError",
-    "InvalidFlag",
-    "InvalidOperation",
-    "KnownVersions",
-    "Release",
-    "ReleaseFlagProvider",
-    "Route",
-    "RouteDecision",
-    "RouteError",
-    "Router",
-    "ShadowTarget",
-    "VersionLookup",
-    "VersionStatus",
-    "json_diff",
-    "registry_versions",
-    "validate_document",
-    "validate_flag",
-    "version_lookup",
-]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.repository.manifest import Manifest
 from gateway.runtimes.base import ModelRuntime, RuntimeOptions
+
+if TYPE_CHECKING:  # the repository imports the runtimes: a type only, never a cycle
+    from gateway.repository.manifest import Manifest
 
 _RUNTIME_CLASSES = {
     "onnx": ("gateway.runtimes.onnx", "OnnxRuntime"),
