@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo run test lint typecheck unit browser bench clean
+.PHONY: install demo run test lint typecheck unit test-tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +27,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one here).
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one here);
+# the Redis tests start Debian's redis-server on ports of their own (never 6379).
 CHROMIUM ?= /usr/bin/chromium
-browser:
+test-tools:
 	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v redis-server >/dev/null || { echo "installing Debian's redis-server for the store tests"; \
+		apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
-unit: install browser
+unit: install test-tools
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def run_cli(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -32,6 +35,33 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def call(
+    server: RunningServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str,
+    timeout_s: float = 30.0,
+) -> tuple[int, Any, dict[str, str]]:
+    """One JSON request on a connection of its own (so the kernel spreads connections over
+    a server's worker processes): its status, its body (decoded when JSON) and its headers."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout_s)
+    try:
+        headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+        connection.request(method, path, json.dumps(body) if body is not None else None, headers)
+        response = connection.getresponse()
+        raw = response.read()
+        payload = (
+            json.loads(raw)
+            if raw and response.getheader("content-type", "").startswith("application/json")
+            else raw.decode()
+        )
+        return response.status, payload, {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
 
 
 @dataclass(frozen=True)

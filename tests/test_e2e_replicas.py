@@ -10,7 +10,6 @@ and run in file order (the fault test last, since it restarts Redis).
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import shutil
@@ -29,11 +28,11 @@ from gateway.demo.digits import held_out_digits
 from tests.conftest import MANAGER_TOKEN, REPO_ROOT
 from tests.redis_support import RedisServer, running_redis
 from tests.server import RunningServer, running_gateway
+from tests.server import call as server_call
 
 pytestmark = pytest.mark.e2e
 
 PIXELS, LABELS = held_out_digits()
-HEADERS = {"authorization": f"Bearer {MANAGER_TOKEN}", "content-type": "application/json"}
 FLAG = "digits-release"
 CHANGES = 100
 PROPAGATION_P99_S = 0.250
@@ -86,19 +85,7 @@ def cluster(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def call(
     server: RunningServer, method: str, path: str, body: Any = None, timeout: float = 30
 ) -> tuple[int, Any, dict[str, str]]:
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
-    try:
-        connection.request(method, path, json.dumps(body) if body is not None else None, HEADERS)
-        response = connection.getresponse()
-        raw = response.read()
-        payload = (
-            json.loads(raw)
-            if raw and response.getheader("content-type", "").startswith("application/json")
-            else raw.decode()
-        )
-        return response.status, payload, {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        connection.close()
+    return server_call(server, method, path, body, token=MANAGER_TOKEN, timeout_s=timeout)
 
 
 def infer_body(index: int, request_id: str) -> dict[str, Any]:

@@ -5,8 +5,6 @@ judges both workers' traffic together."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import re
 import shutil
 import time
@@ -19,12 +17,12 @@ import pytest
 from gateway.demo.digits import held_out_digits
 from tests.conftest import MANAGER_TOKEN, REPO_ROOT
 from tests.server import RunningServer, running_gateway
+from tests.server import call as server_call
 
 pytestmark = pytest.mark.e2e
 
 PIXELS, LABELS = held_out_digits()
 REQUESTS = 400
-HEADERS = {"authorization": f"Bearer {MANAGER_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +39,9 @@ def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def call(
-    server: RunningServer, method: str, path: str, body: Any = None
+    server: RunningServer, method: str, path: str, body: Any = None, timeout: float = 30
 ) -> tuple[int, Any, dict[str, str]]:
-    """One request on a connection of its own (so the kernel spreads them over the workers)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        headers = {"content-type": "application/json", **HEADERS}
-        connection.request(method, path, json.dumps(body) if body is not None else None, headers)
-        response = connection.getresponse()
-        raw = response.read()
-        payload = (
-            json.loads(raw)
-            if raw and response.getheader("content-type", "").startswith("application/json")
-            else raw.decode()
-        )
-        return response.status, payload, {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        connection.close()
+    return server_call(server, method, path, body, token=MANAGER_TOKEN, timeout_s=timeout)
 
 
 def requests_counted(text: str) -> float:
