@@ -23,7 +23,7 @@ import pytest
 from tests.server import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
-needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+MISSING = "redis-server is not installed: `make test` installs Debian's redis-server"
 START_TIMEOUT_S = 10.0
 
 
@@ -43,7 +43,7 @@ class RedisServer:
 
     def start(self) -> None:
         """Start (again) on the same port, with no data."""
-        assert REDIS_SERVER is not None
+        assert REDIS_SERVER is not None, MISSING
         assert self.process is None or self.process.poll() is not None, "already running"
         self.directory.mkdir(parents=True, exist_ok=True)
         log = self.directory / "redis.log"
@@ -170,8 +170,6 @@ def _cluster_port() -> int:
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One single-node Redis Cluster for the session."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
     with running_redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as server:
         yield server
 
@@ -179,7 +177,5 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the session (tests must not kill it: see `running_redis`)."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
     with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server

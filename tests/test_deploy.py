@@ -43,7 +43,7 @@ from tests.deploy_support import (
     setting_names,
     yaml_documents,
 )
-from tests.server import free_port
+from tests.server import free_port, stop_process
 
 READY_PATH = "/v2/health/ready"
 
@@ -244,12 +244,7 @@ def _image_command(root: Path, env: Mapping[str, str], wait_path: str) -> Iterat
                 time.sleep(0.2)
             yield
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def _image_env(port: int, **extra: str) -> dict[str, str]:

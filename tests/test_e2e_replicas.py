@@ -27,7 +27,7 @@ import pytest
 from gateway.demo.digits import held_out_digits
 from tests.conftest import MANAGER_TOKEN, REPO_ROOT
 from tests.redis_support import RedisServer, running_redis
-from tests.server import RunningServer, running_gateway
+from tests.server import RunningServer, running_gateway, wait_for
 from tests.server import call as server_call
 
 pytestmark = pytest.mark.e2e
@@ -111,16 +111,6 @@ def metric_sum(server: RunningServer, name: str, where: str = "") -> float:
         for line in text.splitlines()
         if line.startswith(name + "{") and where in line
     )
-
-
-def wait_for(check: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"not reached in {timeout_s}s: {what}")
 
 
 def test_a_change_on_one_replica_is_in_force_on_the_others_within_250_ms(

@@ -97,7 +97,12 @@ def test_metrics_count_every_request_and_feedback_joins_in_any_worker(
         if pool["processes"] == 2 and served == REQUESTS and labelled == len(items):
             break
         time.sleep(0.2)
-    assert pool == {"processes": 2, "available": True, "problem": None}
+    assert pool == {
+        "processes": 2,
+        "available": True,
+        "problem": None,
+        "predictions_dropped": 0,
+    }
     assert served == REQUESTS
     assert labelled == len(items)
 

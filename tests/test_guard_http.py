@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from gateway import Settings, create_app
 from gateway.demo.digits import held_out_digits
 from tests.conftest import MANAGER, VIEWER, Client
+from tests.server import wait_for
 
 FEATURES, LABELS = held_out_digits()
 
@@ -36,16 +37,6 @@ def guarded_client(release_settings: Settings, flags_dir: Path) -> Iterator[Clie
     settings = msgspec.structs.replace(release_settings, guard_interval_s=0.05)
     with TestClient(app=create_app(settings)) as client:
         yield client
-
-
-def wait_for(check: Any, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_failing_candidate_falls_back_then_rolls_back(guarded_client: Client) -> None:

@@ -28,12 +28,9 @@ from tests.conftest import MANAGER
 from tests.redis_support import (
     RedisServer,
     fresh_prefix,
-    needs_redis,
     running_redis,
 )
 from tests.test_store_contract import prediction, put, route
-
-pytestmark = needs_redis
 
 
 @pytest.fixture

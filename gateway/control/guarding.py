@@ -256,6 +256,8 @@ class GuardService:
             and pooled[0].flag_version == window.flag_version
         ):
             window, processes = pooled
+        predictions = self.predictions
+        dropped = predictions.dropped if isinstance(predictions, SharedPredictions) else 0
         return release_status(
             self._in_force.get(model),
             window,
@@ -267,6 +269,8 @@ class GuardService:
                 "processes": processes,
                 "available": self._pool_problem is None,
                 "problem": self._pool_problem,
+                # Predictions that found the buffer full while the store was unreachable.
+                "predictions_dropped": dropped,
             },
             pairs=self.pair_accuracy(model),
             decisions=self.monitor.recent_decisions(model),

@@ -117,7 +117,12 @@ class SharedPredictions:
                 await self.flush()
             except StoreUnavailable as exc:
                 if not failing:
-                    _log.warning("predictions_not_written", error=str(exc), waiting=self.pending)
+                    _log.warning(
+                        "predictions_not_written",
+                        error=str(exc),
+                        waiting=self.pending,
+                        dropped=self.dropped,
+                    )
                 failing = True
             else:
                 failing = False
