@@ -100,11 +100,6 @@ class ReleaseControl:
         await self._follower.stop()
         await self.store.close()
 
-    @property
-    def store_problem(self) -> str | None:
-        """Why the store cannot be reached now (None while it answers)."""
-        return self._follower.problem
-
     async def follow(self) -> None:
         """One look at the store now (what the poller does every interval)."""
         await self._follower.follow()
@@ -187,13 +182,6 @@ class ReleaseControl:
             if record.flag.get("metadata", {}).get("model") == model:
                 return record
         raise ReleaseNotFound(f"no release flag names model {model!r}")
-
-    def release_in_force(self, model: str) -> InForce | None:
-        """The model's release as this process applies it."""
-        return next(
-            (applied for applied in self._in_force.values() if applied.release.model == model),
-            None,
-        )
 
     # -- changes -------------------------------------------------------------------------------
 

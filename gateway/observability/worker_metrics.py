@@ -9,6 +9,11 @@ stay counted), gauges summed over the workers alive (`MIN_GAUGES`: the smallest 
 flag version or a readiness holds for the server once it holds in every worker), and
 the shadow agreement ratio recomputed from the summed rows. The answering worker reads its
 own registry afresh, so its own latest counts are never behind.
+
+Why not prometheus-client's multiprocess mode itself: it only covers the library's own metric
+classes (their values live in memory-mapped files chosen at import time), while much of the
+gateway's figures come from custom collectors (histograms kept as bucket counts under one
+lock, the executors' queue depths) that it would leave out of every scrape.
 """
 
 from __future__ import annotations
