@@ -7,6 +7,8 @@ environment) with these switches, each on when its variable is "1":
 - `VARIANT_SEQUENTIAL_DI`: resolve Litestar dependencies one after another instead of in an
   anyio task group (Litestar starts one whenever a handler has 2+ dependencies at one level);
   this patches a private Litestar method and is not a fix, only a measurement of the cost.
+- `VARIANT_INLINE`: every version's requests run inline on the event loop, one call each, as
+  before the executors (no deadline, no batching): what the executor's hand-off costs.
 - `VARIANT_GC_FREEZE`: `gc.collect(); gc.freeze()` after the app is built, so the objects
   loaded at startup (torch, onnxruntime, the registry) are not rescanned by full collections.
 
@@ -34,11 +36,27 @@ async def _resolve_sequentially(self: Any, connection: Any, kwargs: dict[str, An
     return cleanup_group
 
 
+def _run_inline() -> None:
+    from gateway.errors import InferenceFailed
+    from gateway.execution import executor
+    from gateway.execution.batch import predict
+
+    async def infer(self: Any, inputs: Any, rows: int) -> Any:
+        answer = predict(self._manifest, self._runtime, [inputs])[0]
+        if answer.outputs is None:
+            raise InferenceFailed(self.model, self.version, answer.error, kind=answer.kind)
+        return answer
+
+    executor.VersionExecutor.infer = infer  # type: ignore[method-assign]
+
+
 def create_app() -> Litestar:
     if os.environ.get("VARIANT_SEQUENTIAL_DI") == "1":
         from litestar._kwargs import kwargs_model
 
         kwargs_model.KwargsModel.resolve_dependencies = _resolve_sequentially  # type: ignore[method-assign]
+    if os.environ.get("VARIANT_INLINE") == "1":
+        _run_inline()
     from gateway.server import app_from_environment
 
     app = app_from_environment()

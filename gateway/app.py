@@ -16,6 +16,7 @@ from gateway.control import ReleaseControl
 from gateway.control.gate import OfflineGate, registry_manifests
 from gateway.control.guarding import GuardService
 from gateway.dataplane import DataPlane
+from gateway.execution.budget import CpuBudget
 from gateway.execution.pool import Executors
 from gateway.flags.diff import json_diff
 from gateway.flags.router import RouteError, Router
@@ -117,14 +118,13 @@ def create_app(
         flags_dir=settings.flags_dir,
         poll_interval_s=settings.flag_poll_interval_s,
     )
-    executors = Executors(registry, metrics.execution)
+    executors = Executors(registry, metrics.execution, CpuBudget(settings.shadow_cpu_share))
     dataplane = DataPlane(registry, executors, settings.limits, metrics)
     access_log = AccessLog(
         settings.access_log_sample, sink=_stdout_bytes if _json_logs(settings) else None
     )
     guard = GuardService(
         control,
-        registry,
         metrics,
         interval_s=settings.guard_interval_s,
         webhook_url=settings.guard_webhook_url,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -70,7 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     inference_timeout_ms: float = 1000.0
     execution_instances: int = 1
     execution_max_batch_size: int = 32
-    execution_max_queue_delay_ms: float = 0.0
+    execution_max_queue_delay_ms: float = 2.0
     execution_max_queue: int = 256
     execution_max_shadow_queue: int = 512
     # The guard: how often it judges each release, where it posts rollbacks and ramp steps,
@@ -97,6 +97,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Shadow mode: each release's defaults, which its flag's `shadow.*` metadata overrides.
     # Shadows run on their version's executor (execution_max_shadow_queue bounds its queue).
     shadow_timeout_ms: float = 500.0
+    # CPU time all shadow runs together may use, as a share of one core (gateway/execution/
+    # budget.py); past it new shadow runs are dropped and counted (reason cpu_budget).
+    shadow_cpu_share: Annotated[float, msgspec.Meta(gt=0, le=64)] = 0.05
     shadow_keep_inputs: bool = False
     shadow_max_input_bytes: int = 16 * 1024
     # Output elements a comparison record keeps per side (beyond: shapes and top classes),

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from gateway.demo.digits import held_out_digits
 from gateway.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Overloaded
 from gateway.execution.batch import Answer
+from gateway.execution.budget import CpuBudget
 from gateway.execution.config import ExecutionConfig
 from gateway.execution.executor import SHADOW_NICE, ShadowRun, VersionExecutor
 from gateway.observability.execution_metrics import ExecutionMetrics
@@ -71,6 +72,7 @@ def executor(
     version: str,
     metrics: ExecutionMetrics | None = None,
     shadows: Shadows | None = None,
+    shadow_budget: CpuBudget | None = None,
     **config: Any,
 ) -> VersionExecutor:
     """An executor of `version` bound to the running loop, with `config` over the defaults."""
@@ -83,6 +85,7 @@ def executor(
         ExecutionConfig(**config),
         metrics or ExecutionMetrics(),
         shadows or Shadows(),
+        shadow_budget,
     )
     built.bind(asyncio.get_running_loop())
     return built
@@ -111,7 +114,7 @@ async def test_requests_queued_together_run_as_one_call_and_get_their_own_rows(
     registry: ModelRegistry,
 ) -> None:
     """Requests that arrive within the queue delay run as one call of their rows together,
-    and each gets exactly the rows it would get alone."""
+    and each gets exactly the rows it would get alone, and its own rows' predicted classes."""
     metrics = ExecutionMetrics()
     batched = executor(registry, "2", metrics, max_batch_size=32, max_queue_delay_ms=200)
     requests = [pixels(1 + index % 3, offset=index * 3) for index in range(6)]
@@ -121,15 +124,35 @@ async def test_requests_queued_together_run_as_one_call_and_get_their_own_rows(
     runtime = registry.version("digits", "2").ready_runtime()[1]
     for one, answer in zip(requests, answers, strict=True):
         alone = runtime.predict(one)
-        assert answer["probabilities"].shape == alone["probabilities"].shape
-        np.testing.assert_allclose(answer["probabilities"], alone["probabilities"], atol=1e-6)
-        np.testing.assert_array_equal(answer["label"], alone["label"])
+        outputs = answer.outputs
+        assert outputs is not None
+        assert outputs["probabilities"].shape == alone["probabilities"].shape
+        np.testing.assert_allclose(outputs["probabilities"], alone["probabilities"], atol=1e-6)
+        np.testing.assert_array_equal(outputs["label"], alone["label"])
+        assert answer.classes == [str(i) for i in alone["probabilities"].argmax(axis=1)]
     rows = sum(len(one["pixels"]) for one in requests)
     labels = {"model": "digits", "version": "2"}
     assert sample(metrics, "gateway_executor_batch_size_count", labels) == 1
     assert sample(metrics, "gateway_executor_batch_size_sum", labels) == rows
     assert sample(metrics, "gateway_executor_queue_seconds_count", labels) == len(requests)
     batched.close()
+
+
+@pytest.mark.anyio
+async def test_a_request_that_arrives_alone_never_waits_for_the_queue_delay(
+    registry: ModelRegistry,
+) -> None:
+    """The queue delay only holds a call while requests arrive together: one client's
+    requests, one at a time, each run at once although the delay is long."""
+    metrics = ExecutionMetrics()
+    lone = executor(registry, "2", metrics, max_batch_size=32, max_queue_delay_ms=5_000)
+    started = time.monotonic()
+    for index in range(3):
+        await lone.infer(pixels(1, index), 1)
+    assert time.monotonic() - started < 2.5  # one wait for the delay would be 5 s
+    labels = {"model": "digits", "version": "2"}
+    assert sample(metrics, "gateway_executor_batch_size_count", labels) == 3
+    lone.close()
 
 
 @pytest.mark.anyio
@@ -186,8 +209,9 @@ async def test_one_bad_request_never_fails_its_neighbours_in_a_call(
     for one, result in zip(
         good, [r for r in results if not isinstance(r, BaseException)], strict=True
     ):
-        assert isinstance(result, dict)
-        np.testing.assert_array_equal(result["label"], runtime.predict(one)["label"])
+        assert isinstance(result, Answer)
+        assert result.outputs is not None
+        np.testing.assert_array_equal(result.outputs["label"], runtime.predict(one)["label"])
     picky.close()
 
 
@@ -317,7 +341,7 @@ async def test_shadows_never_take_a_primarys_place(registry: ModelRegistry) -> N
     shadows = Shadows()
     slow = executor(registry, SLOW, shadows=shadows, max_batch_size=1, timeout_ms=SLOW_S * 60_000)
     for index in range(6):
-        assert slow.offer_shadow(ShadowRun(pixels(), 1, time.monotonic() + 60, index))
+        assert slow.offer_shadow(ShadowRun(pixels(), 1, time.monotonic() + 60, index)) is None
 
     await slow.infer(pixels(), 1)
 
@@ -338,10 +362,12 @@ async def test_shadow_runs_are_bounded_batched_and_expire(registry: ModelRegistr
     metrics = ExecutionMetrics()
     shadows = Shadows()
     quick = executor(registry, "2", metrics, shadows, max_shadow_queue=3)
-    accepted = [
+    refusals = [
         quick.offer_shadow(ShadowRun(pixels(1, i), 1, time.monotonic() + 60, i)) for i in range(5)
     ]
+    accepted = [refused is None for refused in refusals]
     assert accepted.count(True) >= 3
+    assert set(refusals) <= {None, "queue_full"}
     await until(lambda: len(shadows.ended) == accepted.count(True))
     assert all(answer.outputs is not None for _, answer in shadows.ended)
     assert sample(
@@ -365,6 +391,41 @@ async def test_shadow_runs_are_bounded_batched_and_expire(registry: ModelRegistr
     )
     assert len(late.ended) == 2  # the running one's late answer went nowhere
     slow.close()
+
+
+def test_the_cpu_budget_refills_at_its_share_and_holds_at_most_its_burst() -> None:
+    """The shadows' CPU budget admits while it holds CPU time, refuses once it is spent (even
+    into debt), and refills at its share of a core per second up to its burst."""
+    now = [0.0]
+    budget = CpuBudget(0.25, burst_s=0.1, clock=lambda: now[0])
+    assert budget.admits()
+    budget.spend(0.05)  # 25 ms of burst, 50 ms spent: 25 ms in debt
+    assert not budget.admits()
+    now[0] += 0.09  # refills 22.5 ms: still 2.5 ms in debt
+    assert not budget.admits()
+    now[0] += 0.02  # 5 ms more
+    assert budget.admits()
+    now[0] += 100.0
+    budget.spend(0.025)  # a long idle time refills the burst, never more
+    assert not budget.admits()
+    assert budget.spent_s == pytest.approx(0.075)
+
+
+@pytest.mark.anyio
+async def test_shadow_runs_past_the_cpu_budget_are_refused(registry: ModelRegistry) -> None:
+    """Once the shadows have spent their CPU budget, the executor refuses new shadow runs
+    (reason cpu_budget) without queueing them, while primaries are served as ever."""
+    shadows = Shadows()
+    budget = CpuBudget(1e-6, burst_s=1.0)  # one microsecond of CPU: any run overdraws it
+    quick = executor(registry, "2", shadows=shadows, shadow_budget=budget)
+    assert quick.offer_shadow(ShadowRun(pixels(), 1, time.monotonic() + 60, 0)) is None
+    await until(lambda: len(shadows.ended) == 1)
+    await until(lambda: budget.spent_s > 0)
+
+    assert quick.offer_shadow(ShadowRun(pixels(), 1, time.monotonic() + 60, 1)) == "cpu_budget"
+    assert quick.depths() == (0, 0)
+    assert (await quick.infer(pixels(), 1)).outputs is not None
+    quick.close()
 
 
 @pytest.mark.anyio

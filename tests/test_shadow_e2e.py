@@ -47,16 +47,11 @@ def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )
     env = {
         "GATEWAY_ADMIN_TOKENS": TOKENS,
-        "GATEWAY_SHADOW_THREADS": "2",
         "GATEWAY_SHADOW_FLUSH_INTERVAL_S": "0.1",
-        "GATEWAY_SHADOW_BATCH_WINDOW_MS": "5",
-        # Every request must be compared: no load shedding, however busy the machine is, and
-        # a budget that holds every run even while a slow start of the TorchScript version
-        # (its first calls per input shape are profiling runs) keeps runs in flight.
-        "GATEWAY_SHADOW_SHED_START": "1",
-        "GATEWAY_SHADOW_SHED_FULL": "1",
-        "GATEWAY_SHADOW_CONCURRENCY": "1024",
-        "GATEWAY_SHADOW_BATCH_MAX": "512",
+        # Every request must be compared: no CPU budget to shed them, however busy the
+        # machine is, even while a slow start of the TorchScript version (its first calls per
+        # input shape are profiling runs) keeps runs queued.
+        "GATEWAY_SHADOW_CPU_SHARE": "64",
         "GATEWAY_ACCESS_LOG_SAMPLE": "0",
     }
     flags = write_flags(workdir / "flags", flag)

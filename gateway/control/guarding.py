@@ -15,7 +15,6 @@ from gateway.control.guard_status import release_status
 from gateway.control.pooling import WindowPool
 from gateway.control.releases import InForce, ReleaseControl
 from gateway.dataplane import Prediction
-from gateway.dataplane.classes import predicted_classes
 from gateway.guard import (
     ErrorKind,
     FeedbackItem,
@@ -31,7 +30,6 @@ from gateway.guard import ramp as ramps
 from gateway.guard.shared_feedback import SharedPredictions
 from gateway.guard.window import ReleaseWindow
 from gateway.observability.metrics import GatewayMetrics
-from gateway.repository import ModelRegistry
 from gateway.shadow.service import ShadowOutcome
 from gateway.shadow.summary import LiveAccuracy
 from gateway.state import Store, StoreUnavailable
@@ -46,7 +44,6 @@ class GuardService:
     def __init__(
         self,
         control: ReleaseControl,
-        registry: ModelRegistry,
         metrics: GatewayMetrics,
         *,
         interval_s: float = 1.0,
@@ -61,7 +58,6 @@ class GuardService:
         replicas): the guard then judges every process's traffic, and feedback joins
         predictions whichever process served them."""
         self._control = control
-        self._registry = registry
         self._clock = clock
         self.live = GuardStats()
         self.predictions: PredictionLog | SharedPredictions
@@ -97,10 +93,7 @@ class GuardService:
         self, prediction: Prediction, request_id: str, variant: str | None
     ) -> None:
         """Log what `prediction` predicted, for feedback to join (`dataplane.classes`)."""
-        manifest = self._registry.version(prediction.model, prediction.version).manifest
-        if manifest is None:
-            return
-        classes = predicted_classes(prediction.raw_outputs, manifest.outputs, manifest.labels)
+        classes = prediction.classes
         if classes is not None:
             self.predictions.record(
                 prediction.model,

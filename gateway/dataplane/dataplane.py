@@ -45,6 +45,8 @@ class Prediction:
     latency_s: float
     inputs: Mapping[str, Tensor] = field(default_factory=dict)
     raw_outputs: Mapping[str, Tensor] = field(default_factory=dict)
+    classes: list[str] | None = None
+    """The predicted class of each row (`dataplane.classes`); None for a model without one."""
 
 
 class _RequestIds:
@@ -135,7 +137,7 @@ class DataPlane:
             executor = self.executors.get(model, version)
             outcome = "error"
             try:
-                raw = await executor.infer(decoded.inputs, decoded.rows or 1)
+                answer = await executor.infer(decoded.inputs, decoded.rows or 1)
             except InferenceFailed as failure:
                 if failure.kind in ("timeout", "overloaded"):
                     outcome = failure.kind
@@ -143,6 +145,8 @@ class DataPlane:
             finally:
                 latency = time.perf_counter() - decoded.started
             outcome = "ok"
+            raw = answer.outputs
+            assert raw is not None  # infer raises for an answer without outputs
             return Prediction(
                 model,
                 version,
@@ -150,6 +154,7 @@ class DataPlane:
                 latency,
                 decoded.inputs,
                 raw,
+                answer.classes,
             )
         finally:
             self._metrics.observe_request(model, version, outcome, latency, variant)

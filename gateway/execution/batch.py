@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 import numpy as np
 
+from gateway.dataplane.classes import predicted_classes
 from gateway.dataplane.tensors import check_output
 from gateway.repository.manifest import Manifest
 from gateway.runtimes.base import ModelRuntime, Tensor
@@ -35,6 +36,9 @@ class Answer(msgspec.Struct, frozen=True, gc=False):
     """`exception` (the version raised) or `invalid_output` (its answer broke its own
     signature); empty when answered."""
     latency_s: float = 0.0
+    classes: list[str] | None = None
+    """The predicted class of each row (`dataplane.classes`), found once for the whole call
+    on the executor's thread, so the event loop never computes it; None without one."""
 
 
 def has_batch_dimension(manifest: Manifest) -> bool:
@@ -81,7 +85,8 @@ def _checked(
         if problem is not None:
             return Answer(None, problem, INVALID_OUTPUT, latency_s)
     outputs: dict[str, Tensor] = {spec.name: raw[spec.name] for spec in manifest.outputs}  # type: ignore[misc]
-    return Answer(outputs, latency_s=latency_s)
+    classes = predicted_classes(outputs, manifest.outputs, manifest.labels)
+    return Answer(outputs, latency_s=latency_s, classes=classes)
 
 
 def _stackable(manifest: Manifest, inputs: Sequence[Mapping[str, Tensor]]) -> bool:
@@ -120,14 +125,18 @@ def _predict_stacked(
         if not isinstance(array, np.ndarray) or array.ndim < 1 or array.shape[0] != total:
             return None
         arrays[spec.name] = array
-    sound = _checked(manifest, arrays, total, latency).outputs is not None
+    whole = _checked(manifest, arrays, total, latency)
+    classes = whole.classes
     answers = []
     offset = 0
     for count in counts:
-        part = {name: array[offset : offset + count] for name, array in arrays.items()}
+        end = offset + count
+        part = {name: array[offset:end] for name, array in arrays.items()}
         # A sound call is sound in every part; otherwise find the parts that break it.
-        answers.append(
-            Answer(part, latency_s=latency) if sound else _checked(manifest, part, count, latency)
-        )
-        offset += count
+        if whole.outputs is None:
+            answers.append(_checked(manifest, part, count, latency))
+        else:
+            rows = None if classes is None else classes[offset:end]
+            answers.append(Answer(part, latency_s=latency, classes=rows))
+        offset = end
     return answers

@@ -29,9 +29,11 @@ class ExecutionConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_size: int = 32
     """Rows one call may hold; requests queued together are run as one call up to it (1: no
     batching). A single request with more rows runs alone."""
-    max_queue_delay_ms: float = 0.0
-    """How long a call waits after its first request for more to join it (0: it takes what
-    is queued when an instance is free)."""
+    max_queue_delay_ms: float = 2.0
+    """How long a call may wait after its first request for more to join it, while requests
+    arrive together (the previous call held more than one, or more than one is queued); a
+    request that arrives alone never waits (0: a call takes what is queued when an instance
+    is free)."""
     timeout_ms: float = 1000.0
     """Deadline of every request from its arrival; past it the request is abandoned."""
     max_queue: int = 256

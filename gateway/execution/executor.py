@@ -2,8 +2,11 @@
 
 No model runs on the event loop. A primary request is queued (`infer`, on the loop) and one
 of the version's `instances` threads takes it, with whatever else is queued, as one call of
-up to `max_batch_size` rows (waiting up to `max_queue_delay_ms` after the first request for
-more to join, like Triton's dynamic batcher); each request gets its own rows back. onnxruntime
+up to `max_batch_size` rows; each request gets its own rows back. Like Triton's dynamic
+batcher, a call waits up to `max_queue_delay_ms` after its first request for more to join,
+but only while requests arrive together (the previous call held more than one, or more than
+one is queued): under concurrent load each call then carries many requests, and one thread
+hand-off serves them all, while a request that arrives alone never waits. onnxruntime
 and torch release the GIL while they compute, so several versions, and several instances of
 one, use several cores.
 
@@ -12,9 +15,11 @@ queued (it never runs) or running (the call goes on; its result is dropped and c
 late). A full queue refuses a request at once. Nothing waits without a bound.
 
 Shadows share the executor but never a primary's place in it: they wait in their own bounded
-queue and run on their own thread at the lowest OS scheduling priority (nice 19), so they
-get only CPU time no primary wants, and an instance thread never takes one. A shadow run that
-does not fit the queue is refused (the caller drops and counts it); one past its deadline is
+queue and run on their own thread at the lowest OS scheduling priority (nice 19), so the OS
+serves the primaries first, and an instance thread never takes one; all versions' shadow
+threads together stay within a CPU budget (`budget`), since even "spare" cycles slow the
+primaries where cores are shared. A shadow run that does not fit
+the queue or the budget is refused (the caller drops and counts it); one past its deadline is
 settled as a timeout by `expire_shadows`, and its late answer, if any, is discarded. The
 threads are daemons: a version that hangs holds up its own queue, never the process's exit.
 """
@@ -35,6 +40,7 @@ import structlog
 
 from gateway.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Overloaded
 from gateway.execution.batch import Answer, has_batch_dimension, predict
+from gateway.execution.budget import CpuBudget
 from gateway.execution.config import ExecutionConfig
 from gateway.observability.execution_metrics import ExecutionMetrics
 from gateway.repository.manifest import Manifest
@@ -45,6 +51,10 @@ _log = structlog.get_logger("gateway.execution")
 QUEUED, RUNNING, SETTLED = 0, 1, 2
 SHADOW_NICE = 19
 TIMEOUT = "timeout"
+QUEUE_FULL, CPU_BUDGET = "queue_full", "cpu_budget"
+SHADOW_GATHER_S = 0.02
+"""How long queued shadow runs wait for others to fill a call (at most half their time to
+their deadline): nobody waits for a shadow's answer, and a fuller call costs less CPU a row."""
 
 
 class _Call:
@@ -67,7 +77,7 @@ class ShadowRun:
     """One shadow version's run of one request. `job` is the caller's, handed back with the
     answer; `state` changes under the executor's shadow lock."""
 
-    __slots__ = ("deadline", "inputs", "job", "rows", "state")
+    __slots__ = ("deadline", "inputs", "job", "queued_at", "rows", "state")
 
     def __init__(self, inputs: Mapping[str, Tensor], rows: int, deadline: float, job: Any) -> None:
         self.inputs = inputs
@@ -75,6 +85,7 @@ class ShadowRun:
         self.deadline = deadline
         self.job = job
         self.state = QUEUED
+        self.queued_at = 0.0
 
 
 ShadowSink = Callable[[str, str, Sequence[ShadowRun], Sequence[Answer]], None]
@@ -102,6 +113,7 @@ class VersionExecutor:
         config: ExecutionConfig,
         metrics: ExecutionMetrics,
         shadow_sink: ShadowSink,
+        shadow_budget: CpuBudget | None = None,
     ) -> None:
         self.model = model
         self.version = version
@@ -110,6 +122,7 @@ class VersionExecutor:
         self._runtime = runtime
         self._metrics = metrics
         self._shadow_sink = shadow_sink
+        self._shadow_budget = shadow_budget
         self._batchable = has_batch_dimension(manifest)
         self.max_rows = config.max_batch_size if self._batchable else 1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,6 +133,7 @@ class VersionExecutor:
         self._idle = 0  # instance threads waiting on `_primary_lock`
         self._busy = 0  # instance threads in a call
         self._demoted: set[int] = set()  # instance threads whose call overran its deadline
+        self._together = False  # the last call held more than one request
         self._shadow_lock = threading.Condition(threading.Lock())
         self._shadows: deque[ShadowRun] = deque()
         self._running_shadows: list[ShadowRun] = []
@@ -130,8 +144,12 @@ class VersionExecutor:
     # -- lifecycle (event loop) ------------------------------------------------------------
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop whose coroutines await this executor's answers."""
+        """The loop whose coroutines await this executor's answers; the threads start now,
+        so the first requests find an instance waiting rather than one starting up."""
         self._loop = loop
+        with self._primary_lock:
+            if not self._threads and not self._closed:
+                self._start_threads()
 
     def close(self) -> None:
         """Take no more work; queued primaries fail as not ready, queued shadows are
@@ -163,9 +181,10 @@ class VersionExecutor:
 
     # -- primaries (event loop) --------------------------------------------------------------
 
-    async def infer(self, inputs: Mapping[str, Tensor], rows: int) -> dict[str, Tensor]:
-        """The version's checked outputs for one request. Raises Overloaded when the queue is
-        full, InferenceTimeout past the deadline, InferenceFailed when the version fails."""
+    async def infer(self, inputs: Mapping[str, Tensor], rows: int) -> Answer:
+        """The version's answer to one request (its outputs checked, and its classes). Raises
+        Overloaded when the queue is full, InferenceTimeout past the deadline, InferenceFailed
+        when the version fails."""
         if self._closed:
             raise self._not_ready()
         loop = self._loop
@@ -190,7 +209,7 @@ class VersionExecutor:
             timer.cancel()
         if answer.outputs is None:
             raise InferenceFailed(self.model, self.version, answer.error, kind=answer.kind)
-        return answer.outputs
+        return answer
 
     def _expire(self, call: _Call) -> None:
         """At the deadline, on the loop: abandon the request; a call that runs past it goes on
@@ -233,19 +252,25 @@ class VersionExecutor:
 
     # -- shadows (event loop) ---------------------------------------------------------------
 
-    def offer_shadow(self, run: ShadowRun) -> bool:
-        """Queue a shadow run if the shadow queue has room; never blocks."""
+    def offer_shadow(self, run: ShadowRun) -> str | None:
+        """Queue a shadow run if the shadows' CPU budget and the shadow queue have room;
+        never blocks. None when queued, else why not (`queue_full`, `cpu_budget`)."""
+        budget = self._shadow_budget
+        if budget is not None and not budget.admits():
+            return CPU_BUDGET
         with self._shadow_lock:
             if self._closed or len(self._shadows) >= self.config.max_shadow_queue:
                 self._metrics.count_overload(self.model, self.version, "shadow")
-                return False
+                return QUEUE_FULL
+            run.queued_at = time.monotonic()
             self._shadows.append(run)
             self._earliest_shadow_deadline = min(self._earliest_shadow_deadline, run.deadline)
             if not self._threads:
                 self._start_threads()
-            if self._shadow_idle and len(self._shadows) == 1:
+            queued = len(self._shadows)
+            if self._shadow_idle and (queued == 1 or queued >= self.max_rows):
                 self._shadow_lock.notify()
-        return True
+        return None
 
     def expire_shadows(self, now: float) -> int:
         """Settle every shadow run past its deadline as a timeout (a queued one never runs; a
@@ -351,7 +376,8 @@ class VersionExecutor:
                 self._idle -= 1
             if self._closed:
                 return []
-            if delay > 0 and self.max_rows > 1 and self._queued_rows < self.max_rows:
+            together = self._together or len(queue) > 1
+            if delay > 0 and together and self._queued_rows < self.max_rows:
                 remaining = queue[0].arrived + delay - time.monotonic()
                 if remaining > 0:
                     self._idle += 1
@@ -373,6 +399,7 @@ class VersionExecutor:
             self._queued_rows -= call.rows
             calls.append(call)
             rows += call.rows
+        self._together = len(calls) > 1
         if queue and self._idle:
             lock.notify()  # more is queued: another instance may take it
         return calls
@@ -388,10 +415,12 @@ class VersionExecutor:
                     self._shadow_idle = True
                     lock.wait()
                     self._shadow_idle = False
+                self._gather_shadows()
                 runs = self._take_shadows()
                 self._running_shadows = runs
             if not runs:
                 continue
+            cpu_before = time.thread_time()
             try:
                 answers = predict(self._manifest, self._runtime, [run.inputs for run in runs])
             except Exception as exc:  # a bug of ours must not kill the thread
@@ -420,6 +449,24 @@ class VersionExecutor:
                     [run for run, _ in claimed],
                     [answer for _, answer in claimed],
                 )
+            if self._shadow_budget is not None:
+                self._shadow_budget.spend(time.thread_time() - cpu_before)
+
+    def _gather_shadows(self) -> None:
+        """Wait until a full call's rows are queued, or the oldest run has waited
+        SHADOW_GATHER_S (the caller holds `_shadow_lock`)."""
+        lock, queue = self._shadow_lock, self._shadows
+        while queue and not self._closed and len(queue) < self.max_rows:
+            if sum(run.rows for run in queue) >= self.max_rows:
+                return
+            first = queue[0]
+            until = min(first.queued_at + SHADOW_GATHER_S, (first.queued_at + first.deadline) / 2)
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            self._shadow_idle = True
+            lock.wait(remaining)
+            self._shadow_idle = False
 
     def _take_shadows(self) -> list[ShadowRun]:
         """Queued shadow runs up to `max_rows` rows (the caller holds `_shadow_lock`)."""

@@ -13,6 +13,7 @@ import structlog
 
 from gateway.errors import ModelNotReady
 from gateway.execution.batch import Answer
+from gateway.execution.budget import CpuBudget
 from gateway.execution.executor import ShadowRun, ShadowSink, VersionExecutor
 from gateway.observability.execution_metrics import ExecutionMetrics
 from gateway.repository import ModelRegistry, VersionState
@@ -27,8 +28,16 @@ JOIN_TIMEOUT_S = 2.0
 class Executors:
     """An executor per READY version; looked up by (model, version) on the request path."""
 
-    def __init__(self, registry: ModelRegistry, metrics: ExecutionMetrics) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        metrics: ExecutionMetrics,
+        shadow_budget: CpuBudget | None = None,
+    ) -> None:
+        """`shadow_budget`: the CPU time all versions' shadow runs share (None: no limit but
+        their queues)."""
         self._shadow_sink: ShadowSink | None = None
+        self.shadow_budget = shadow_budget
         self._executors: dict[tuple[str, str], VersionExecutor] = {}
         for entry in registry:
             for loaded in entry.versions.values():
@@ -44,6 +53,7 @@ class Executors:
                     loaded.execution,
                     metrics,
                     self._shadow_done,
+                    shadow_budget,
                 )
         metrics.read_depths_from(self._depths)
         self._metrics = metrics

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 import msgspec
 
 from gateway.dataplane import Prediction
-from gateway.dataplane.classes import predicted_classes
 from gateway.execution.batch import Answer
 from gateway.flags.router import RouteDecision
 from gateway.repository import ModelRegistry
@@ -62,17 +61,9 @@ class RecordMaker:
         self._registry = registry
         self._config = config
 
-    def classes(self, model: str, version: str, outputs: Mapping[str, Tensor]) -> list[str] | None:
-        """`version`'s predicted class per row (`dataplane.classes`), by its manifest."""
-        manifest = self._manifest(model, version)
-        if manifest is None:
-            return None
-        return predicted_classes(outputs, manifest.outputs, manifest.labels)
-
-    def record(
-        self, job: ShadowJob, version: str, answer: Answer, classes: list[str] | None
-    ) -> ComparisonRecord:
-        """The record of `version`'s run of `job`; `classes` are its answer's classes."""
+    def record(self, job: ShadowJob, version: str, answer: Answer) -> ComparisonRecord:
+        """The record of `version`'s run of `job`."""
+        classes = answer.classes
         request = job.request
         primary = self._primary(request)
         if answer.outputs is None:
@@ -115,9 +106,7 @@ class RecordMaker:
         specs = (
             manifest.outputs if manifest is not None else [spec for spec, _ in prediction.outputs]
         )
-        labels = manifest.labels if manifest is not None else None
-        outputs = prediction.raw_outputs
-        return _Side(outputs, specs, predicted_classes(outputs, specs, labels))
+        return _Side(prediction.raw_outputs, specs, prediction.classes)
 
     def _manifest(self, model: str, version: str) -> Manifest | None:
         try:

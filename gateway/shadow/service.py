@@ -144,10 +144,11 @@ class ShadowService:
             except ModelNotReady:
                 self._drop(decision.model, decision.serve, target.version, "unavailable")
                 continue
-            if executor.offer_shadow(ShadowRun(request.inputs, rows, deadline, job)):
+            refused = executor.offer_shadow(ShadowRun(request.inputs, rows, deadline, job))
+            if refused is None:
                 queued += 1
             else:
-                self._drop(decision.model, decision.serve, target.version, "queue_full")
+                self._drop(decision.model, decision.serve, target.version, refused)
         return queued
 
     def _policy_of(self, release: Release | None) -> ShadowPolicy:
@@ -193,12 +194,7 @@ class ShadowService:
         for run, answer in zip(runs, answers, strict=True):
             job: ShadowJob = run.job
             answered = answer.outputs is not None
-            classes = (
-                self._records.classes(model, version, answer.outputs)
-                if answer.outputs is not None
-                else None
-            )
-            records.append(self._records.record(job, version, answer, classes))
+            records.append(self._records.record(job, version, answer))
             outcomes.append(
                 ShadowOutcome(
                     model,
@@ -206,7 +202,7 @@ class ShadowService:
                     job.request.request_id,
                     answer.latency_s if answered else None,
                     None if answered else answer.kind,
-                    classes,
+                    answer.classes,
                 )
             )
         return records, outcomes

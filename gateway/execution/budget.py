@@ -1,0 +1,58 @@
+"""The CPU time shadow runs may use, all versions together: a share of one core.
+
+A shadow thread runs at the lowest OS priority, but on a machine whose cores are shared
+(hyperthreads, a busy host, wrk beside the server) even "spare" cycles slow the primaries
+beside them, and its Python work holds the GIL the event loop needs. So shadows also get a
+budget: a token bucket of CPU seconds that refills at `share` seconds per second (0.25 is a
+quarter of one core) and holds at most `burst_s` of it. Each shadow thread spends what its
+calls cost (its own thread CPU time, model and records together); while the bucket is
+empty, new shadow runs are refused (the caller drops and counts them as `cpu_budget`), and
+what was queued still runs, its cost repaid by the refill. Thread-safe: the event loop asks,
+shadow threads spend.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class CpuBudget:
+    """A token bucket of CPU seconds (see the module docstring)."""
+
+    def __init__(
+        self, share: float, *, burst_s: float = 0.05, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if share <= 0 or burst_s <= 0:
+            raise ValueError("a CPU budget needs a positive share and burst")
+        self.share = share
+        self._capacity = share * burst_s
+        self._tokens = self._capacity
+        self._clock = clock
+        self._refilled_at = clock()
+        self._spent_s = 0.0
+        self._lock = threading.Lock()
+
+    def admits(self) -> bool:
+        """Whether a new shadow run may be queued now (the bucket is not empty)."""
+        with self._lock:
+            return self._refill() > 0.0
+
+    def spend(self, cpu_s: float) -> None:
+        """Charge `cpu_s` seconds of CPU a shadow thread used (the bucket may go into debt)."""
+        with self._lock:
+            self._refill()
+            self._tokens -= cpu_s
+            self._spent_s += cpu_s
+
+    @property
+    def spent_s(self) -> float:
+        """CPU seconds shadow runs used since the process started."""
+        return self._spent_s
+
+    def _refill(self) -> float:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * self.share)
+        self._refilled_at = now
+        return self._tokens
