@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from gateway.dataplane import DataPlane, InferenceRequest, Limits, RequestInput
 from gateway.demo.digits import held_out_digits
+from gateway.execution.budget import CpuBudget
 from gateway.execution.pool import Executors
 from gateway.flags.document import ShadowTarget
 from gateway.flags.router import RouteDecision
@@ -51,9 +52,15 @@ def registry(
 class Stack:
     """Executors, a shadow service over a real SQLite store, and what reached the guard."""
 
-    def __init__(self, registry: ModelRegistry, store: SQLiteStore, config: ShadowConfig) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        store: SQLiteStore,
+        config: ShadowConfig,
+        budget: CpuBudget | None = None,
+    ) -> None:
         self.metrics = GatewayMetrics()
-        self.executors = Executors(registry, self.metrics.execution)
+        self.executors = Executors(registry, self.metrics.execution, budget)
         self.dataplane = DataPlane(registry, self.executors, Limits(), self.metrics)
         self.outcomes: list[ShadowOutcome] = []
         self.store = store
@@ -254,6 +261,33 @@ async def test_sample_percentage_draws_per_request(stack: Stack) -> None:
     assert 60 <= sum(drawn) <= 140  # binomial(400, 0.25): mean 100, sd 8.7
     assert everything == [1] * 20
     assert stack.service.sample(decision(("3", 0))) == []
+
+
+@pytest.mark.anyio
+async def test_a_spent_cpu_budget_drops_drawn_shadows_before_anything_is_built(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """While the shadows' CPU budget is spent, sample() draws nothing to run: every drawn
+    shadow is dropped and counted with reason cpu_budget; with budget left it draws as ever."""
+    now = [0.0]
+    budget = CpuBudget(0.5, burst_s=0.1, clock=lambda: now[0])
+    built = Stack(registry, SQLiteStore(tmp_path / "state.db"), config(), budget)
+    route = decision(("2", 100), ("3", 100))
+    assert len(built.service.sample(route)) == 2
+
+    budget.spend(1.0)
+    assert built.service.sample(route) == []
+    assert built.counted("2", "dropped") == built.counted("3", "dropped") == 1
+    assert (
+        built.metrics.registry.get_sample_value(
+            "gateway_shadow_drops_total", {"reason": "cpu_budget"}
+        )
+        == 2
+    )
+
+    now[0] += 2.5  # 1.25 s of CPU refilled: the debt is repaid
+    assert len(built.service.sample(route)) == 2
+    await built.store.close()
 
 
 @pytest.mark.anyio

@@ -1,10 +1,10 @@
 """The CPU time shadow runs may use, all versions together: a share of one core.
 
-A shadow thread runs at the lowest OS priority, but on a machine whose cores are shared
-(hyperthreads, a busy host, wrk beside the server) even "spare" cycles slow the primaries
-beside them, and its Python work holds the GIL the event loop needs. So shadows also get a
-budget: a token bucket of CPU seconds that refills at `share` seconds per second (0.25 is a
-quarter of one core) and holds at most `burst_s` of it. Each shadow thread spends what its
+On a machine whose cores are shared (hyperthreads, a busy host, wrk beside the server) even
+"spare" cycles slow the primaries beside them, and a shadow's Python work holds the GIL the
+event loop needs; an OS priority cannot help (see `executor`). So shadows get a budget: a
+token bucket of CPU seconds that refills at `share` seconds per second (0.25 is a quarter
+of one core) and holds at most `burst_s` of it. Each shadow thread spends what its
 calls cost (its own thread CPU time, model and records together); while the bucket is
 empty, new shadow runs are refused (the caller drops and counts them as `cpu_budget`), and
 what was queued still runs, its cost repaid by the refill. Thread-safe: the event loop asks,

@@ -15,13 +15,15 @@ queued (it never runs) or running (the call goes on; its result is dropped and c
 late). A full queue refuses a request at once. Nothing waits without a bound.
 
 Shadows share the executor but never a primary's place in it: they wait in their own bounded
-queue and run on their own thread at the lowest OS scheduling priority (nice 19), so the OS
-serves the primaries first, and an instance thread never takes one; all versions' shadow
-threads together stay within a CPU budget (`budget`), since even "spare" cycles slow the
-primaries where cores are shared. A shadow run that does not fit
-the queue or the budget is refused (the caller drops and counts it); one past its deadline is
-settled as a timeout by `expire_shadows`, and its late answer, if any, is discarded. The
-threads are daemons: a version that hangs holds up its own queue, never the process's exit.
+queue and run on their own thread, so an instance thread never takes one, and all versions'
+shadow threads together stay within a CPU budget (`budget`). The shadow thread keeps the
+normal OS priority on purpose: at nice 19 it was starved by the OS while holding the GIL
+for its Python work, and the event loop waited for it (a priority inversion that cost a fully
+loaded gateway a fifth of its throughput); the budget bounds its share instead. A shadow run
+that does not fit the queue or the budget is refused (the caller drops and counts it); one
+past its deadline is settled as a timeout by `expire_shadows`, and its late answer, if any,
+is discarded. The threads are daemons: a version that hangs holds up its own queue, never
+the process's exit.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from gateway.runtimes.base import ModelRuntime, Tensor
 _log = structlog.get_logger("gateway.execution")
 
 QUEUED, RUNNING, SETTLED = 0, 1, 2
-SHADOW_NICE = 19
+DEMOTED_NICE = 19
 TIMEOUT = "timeout"
 QUEUE_FULL, CPU_BUDGET = "queue_full", "cpu_budget"
 SHADOW_GATHER_S = 0.02
@@ -98,7 +100,7 @@ def _lower_priority(thread_id: int | None = None) -> None:
     threads are tasks with their own nice value); where that is not possible, it runs as it
     is. Lowering is always allowed; raising it back needs a privilege the gateway lacks."""
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, thread_id or threading.get_native_id(), SHADOW_NICE)
+        os.setpriority(os.PRIO_PROCESS, thread_id or threading.get_native_id(), DEMOTED_NICE)
 
 
 class VersionExecutor:
@@ -405,7 +407,6 @@ class VersionExecutor:
         return calls
 
     def _serve_shadows(self) -> None:
-        _lower_priority()
         lock = self._shadow_lock
         while True:
             with lock:

@@ -164,6 +164,7 @@ class GatewayMetrics:
         self._workers: WorkerMetrics | None = None
         # Label lookups cost more than the increment itself; children are cached per label set.
         self._shadow_children: dict[tuple[str, str, str, str], Counter] = {}
+        self._shadow_drop_children: dict[str, Counter] = {}
         # Per shadow pair: its metric children and the running agreement (under the lock).
         self._pairs: dict[tuple[str, str, str], _PairMetrics] = {}
 
@@ -232,7 +233,10 @@ class GatewayMetrics:
             self._shadow_latency.observe((model, version), latency_s, runs)
 
     def count_shadow_drop(self, reason: str) -> None:
-        self._shadow_drops.labels(reason).inc()
+        counter = self._shadow_drop_children.get(reason)
+        if counter is None:
+            counter = self._shadow_drop_children[reason] = self._shadow_drops.labels(reason)
+        counter.inc()
 
     def count_shadow_records(self, fate: str, count: int = 1) -> None:
         if count:

@@ -4,11 +4,12 @@ The request path draws the sample (`sample`) and hands the request, once its pri
 answered or failed, to `submit`, which offers one run per drawn shadow to that version's
 executor (`gateway.execution`): the executor's bounded shadow queue admits it or refuses it,
 and a refused run is dropped and counted, never waited for. The executor runs the shadow's
-queued runs as one call, on its lowest-priority thread, and hands them back to `_answered`
-there, which turns each into a comparison record for the bounded recorder, counts it, and
-posts what the guard needs (the shadow's latency, error and predicted classes, for live
-accuracy from feedback) to the event loop. A background task flushes the records to the
-store, prunes them, and logs dropped work. Nothing a shadow does reaches the client.
+queued runs as one call, on its shadow thread, within the shadows' CPU budget, and hands
+them back to `_answered` there, which turns each into a comparison record for the bounded
+recorder, counts it, and posts what the guard needs (the shadow's latency, error and
+predicted classes, for live accuracy from feedback) to the event loop. A background task
+flushes the records to the store, prunes them, and logs dropped work. Nothing a shadow does
+reaches the client.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import structlog
 
 from gateway.errors import ModelNotReady
 from gateway.execution.batch import Answer
-from gateway.execution.executor import ShadowRun
+from gateway.execution.executor import CPU_BUDGET, ShadowRun
 from gateway.execution.pool import Executors
 from gateway.flags.document import Release, ShadowTarget
 from gateway.flags.router import RouteDecision
@@ -119,7 +120,9 @@ class ShadowService:
 
     def sample(self, decision: RouteDecision) -> list[ShadowTarget]:
         """The shadows of `decision` this request runs, drawn by their sample percentages
-        (first, so that the requests a 10 % shadow skips build nothing more)."""
+        (first, so that the requests a 10 % shadow skips build nothing more). While the
+        shadows' CPU budget is spent, the drawn ones are dropped here, before anything is
+        built for them."""
         if self._closed:
             return []
         drawn = []
@@ -127,6 +130,11 @@ class ShadowService:
             percent = float(target.percent)
             if percent >= 100.0 or (percent > 0.0 and self._random() * 100.0 < percent):
                 drawn.append(target)
+        budget = self._executors.shadow_budget
+        if drawn and budget is not None and not budget.admits():
+            for target in drawn:
+                self._drop(decision.model, decision.serve, target.version, CPU_BUDGET)
+            return []
         return drawn
 
     def submit(self, request: ShadowRequest, targets: Sequence[ShadowTarget]) -> int:
