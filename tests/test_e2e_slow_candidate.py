@@ -54,7 +54,7 @@ def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     models = root / "models"
     shutil.copytree(demo_models, models)
     write_torchscript_version(
-        models / "digits", SLOW, torchscript_trips(1.5), "About 1.5 s a call."
+        models / "digits", SLOW, torchscript_trips(3.0), "About 3 s a call."
     )
     write_torchscript_version(models / "digits", HANG, None, "Never returns.")
     flags = root / "flags"
