@@ -53,9 +53,7 @@ def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     root = tmp_path_factory.mktemp("slow")
     models = root / "models"
     shutil.copytree(demo_models, models)
-    write_torchscript_version(
-        models / "digits", SLOW, torchscript_trips(3.0), "About 3 s a call."
-    )
+    write_torchscript_version(models / "digits", SLOW, torchscript_trips(3.0), "About 3 s a call.")
     write_torchscript_version(models / "digits", HANG, None, "Never returns.")
     flags = root / "flags"
     flags.mkdir()
