@@ -7,8 +7,8 @@ token bucket of CPU seconds that refills at `share` seconds per second (0.25 is 
 of one core) and holds at most `burst_s` of it. Each shadow thread spends what its
 calls cost (its own thread CPU time, model and records together); while the bucket is
 empty, new shadow runs are refused (the caller drops and counts them as `cpu_budget`), and
-what was queued still runs, its cost repaid by the refill. Thread-safe: the event loop asks,
-shadow threads spend.
+what was queued still runs, its cost repaid by the refill. Shadow threads spend under a lock;
+the event loop only reads.
 """
 
 from __future__ import annotations
@@ -35,24 +35,20 @@ class CpuBudget:
         self._lock = threading.Lock()
 
     def admits(self) -> bool:
-        """Whether a new shadow run may be queued now (the bucket is not empty)."""
-        with self._lock:
-            return self._refill() > 0.0
+        """Whether a new shadow run may be queued now (the bucket is not empty). A read
+        without the lock: the request path asks, and a stale answer is off by one run."""
+        return self._tokens + (self._clock() - self._refilled_at) * self.share > 0.0
 
     def spend(self, cpu_s: float) -> None:
         """Charge `cpu_s` seconds of CPU a shadow thread used (the bucket may go into debt)."""
         with self._lock:
-            self._refill()
-            self._tokens -= cpu_s
+            now = self._clock()
+            refilled = self._tokens + (now - self._refilled_at) * self.share
+            self._tokens = min(self._capacity, refilled) - cpu_s
+            self._refilled_at = now
             self._spent_s += cpu_s
 
     @property
     def spent_s(self) -> float:
         """CPU seconds shadow runs used since the process started."""
         return self._spent_s
-
-    def _refill(self) -> float:
-        now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * self.share)
-        self._refilled_at = now
-        return self._tokens
