@@ -63,17 +63,32 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def scratch_settings(
+    models: Path, root: Path, flags_dir: Path | None = None, **overrides: Any
+) -> Settings:
+    """Settings over `models` with the state file in `root` and JSON logs; the release flags
+    from `flags_dir`, by default an empty `root/no-flags` (unpinned requests then get each
+    model's default version); `overrides` set anything else."""
+    if flags_dir is None:
+        flags_dir = root / "no-flags"
+        flags_dir.mkdir(exist_ok=True)
+    return Settings(
+        models_dir=models,
+        flags_dir=flags_dir,
+        state_path=root / "state.db",
+        log_format="json",
+        **overrides,
+    )
+
+
 @pytest.fixture
 def settings(demo_models: Path, tmp_path: Path) -> Settings:
     """Settings over the demo models with no release flags: unpinned requests get the default.
     The shadows' CPU budget is lifted: tests that count shadow runs expect every one to run
     (the budget has tests of its own)."""
-    (tmp_path / "no-flags").mkdir()
-    return Settings(
-        models_dir=demo_models,
-        flags_dir=tmp_path / "no-flags",
-        state_path=tmp_path / "state.db",
-        log_format="json",
+    return scratch_settings(
+        demo_models,
+        tmp_path,
         max_body_bytes=1024 * 1024,
         admin_tokens=f"ada:release-manager:{MANAGER_TOKEN},vic:viewer:{VIEWER_TOKEN}",
         shadow_cpu_share=64.0,
@@ -105,13 +120,9 @@ def infer_client(
     """A client of an app serving V2 infer through the ASGI fast path, then through the
     Litestar handlers: a test using it checks that both answer alike. One app of each per
     module (building one takes a third of a second): its tests must not change its state."""
-    root = tmp_path_factory.mktemp("infer-client")
-    (root / "no-flags").mkdir()
-    fast = Settings(
-        models_dir=demo_models,
-        flags_dir=root / "no-flags",
-        state_path=root / "state.db",
-        log_format="json",
+    fast = scratch_settings(
+        demo_models,
+        tmp_path_factory.mktemp("infer-client"),
         max_body_bytes=1024 * 1024,
         inference_fast_path=request.param,
     )

@@ -12,7 +12,15 @@ import pytest
 from litestar.testing import TestClient
 
 from gateway import Settings, create_app
-from tests.conftest import MANAGER, MANAGER_TOKEN, REPO_ROOT, VIEWER, VIEWER_TOKEN, Client
+from tests.conftest import (
+    MANAGER,
+    MANAGER_TOKEN,
+    REPO_ROOT,
+    VIEWER,
+    VIEWER_TOKEN,
+    Client,
+    scratch_settings,
+)
 
 KEY = "digits-release"
 
@@ -47,11 +55,10 @@ def refusing_client(
     """One app with the demo release for every refused change below (building one takes a
     third of a second): each case checks that its refusal changed nothing."""
     root = tmp_path_factory.mktemp("refusals")
-    settings = Settings(
-        models_dir=demo_models,
-        flags_dir=Path(shutil.copytree(REPO_ROOT / "flags", root / "flags")),
-        state_path=root / "state.db",
-        log_format="json",
+    settings = scratch_settings(
+        demo_models,
+        root,
+        Path(shutil.copytree(REPO_ROOT / "flags", root / "flags")),
         admin_tokens=f"ada:release-manager:{MANAGER_TOKEN},vic:viewer:{VIEWER_TOKEN}",
     )
     with TestClient(app=create_app(settings)) as client:

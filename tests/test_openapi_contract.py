@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from gateway import Settings, create_app
-from tests.conftest import MANAGER_TOKEN, REPO_ROOT, VIEWER, VIEWER_TOKEN, Client
+from gateway import create_app
+from tests.conftest import MANAGER_TOKEN, REPO_ROOT, VIEWER, VIEWER_TOKEN, Client, scratch_settings
 from tests.server import RunningServer, running_gateway
 
 SCHEMATHESIS_CONFIG = Path(__file__).with_name("data") / "schemathesis.toml"
@@ -26,14 +26,7 @@ MAX_EXAMPLES = 30
 @pytest.fixture(scope="module")
 def document(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The OpenAPI document the gateway serves at /schema/openapi.json."""
-    root = tmp_path_factory.mktemp("openapi-doc")
-    (root / "flags").mkdir()
-    settings = Settings(
-        models_dir=demo_models,
-        flags_dir=root / "flags",
-        state_path=root / "state.db",
-        log_format="json",
-    )
+    settings = scratch_settings(demo_models, tmp_path_factory.mktemp("openapi-doc"))
     with TestClient(app=create_app(settings)) as client:
         response = client.get("/schema/openapi.json")
         assert response.status_code == 200

@@ -15,9 +15,9 @@ import pytest
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import Settings, create_app
+from gateway import create_app
 from gateway.demo.digits import held_out_digits
-from tests.conftest import MANAGER, REPO_ROOT, Client, v2_body
+from tests.conftest import MANAGER, REPO_ROOT, Client, scratch_settings, v2_body
 
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "release-gateway.json"
 METRIC = re.compile(r"\b(gateway_[a-z0-9_]+)\b(\{[^}]*\})?")
@@ -50,11 +50,10 @@ def exposed(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> dict
     flag["metadata"]["guard.minSample"] = 30  # the guard acts sooner
     (root / "flags").mkdir()
     (root / "flags" / "digits.json").write_text(json.dumps(flags))
-    settings = Settings(
-        models_dir=models,
-        flags_dir=root / "flags",
-        state_path=root / "state.db",
-        log_format="json",
+    settings = scratch_settings(
+        models,
+        root,
+        root / "flags",
         admin_tokens=f"ada:release-manager:{MANAGER['authorization'].split()[1]}",
     )
     features, _ = held_out_digits()
