@@ -21,7 +21,8 @@ from gateway.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Ove
 from gateway.execution.batch import Answer
 from gateway.execution.budget import CpuBudget
 from gateway.execution.config import ExecutionConfig
-from gateway.execution.executor import DEMOTED_NICE, ShadowRun, VersionExecutor
+from gateway.execution.executor import DEMOTED_NICE, VersionExecutor
+from gateway.execution.shadow_lane import ShadowRun
 from gateway.observability.execution_metrics import ExecutionMetrics
 from gateway.repository import ModelRegistry, VersionState
 from gateway.runtimes import RuntimeOptions

@@ -14,23 +14,16 @@ Deadlines: every request is abandoned at `timeout_ms` after its arrival, whether
 queued (it never runs) or running (the call goes on; its result is dropped and counted as
 late). A full queue refuses a request at once. Nothing waits without a bound.
 
-Shadows share the executor but never a primary's place in it: they wait in their own bounded
-queue and run on their own thread, so an instance thread never takes one, and all versions'
-shadow threads together stay within a CPU budget (`budget`). The shadow thread keeps the
-normal OS priority on purpose: at nice 19 it was starved by the OS while holding the GIL
-for its Python work, and the event loop waited for it (a priority inversion that cost a fully
-loaded gateway a fifth of its throughput); the budget bounds its share instead. A shadow run
-that does not fit the queue or the budget is refused (the caller drops and counts it); one
-past its deadline is settled as a timeout by `expire_shadows`, and its late answer, if any,
-is discarded. The threads are daemons: a version that hangs holds up its own queue, never
-the process's exit.
+Shadows share the executor but never a primary's place in it: they wait in the version's
+`ShadowLane`, with its own bounded queue and thread, so an instance thread never takes one.
+The threads are daemons: a version that hangs holds up its own queue, never the process's
+exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import threading
 import time
@@ -44,19 +37,14 @@ from gateway.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Ove
 from gateway.execution.batch import Answer, has_batch_dimension, predict
 from gateway.execution.budget import CpuBudget
 from gateway.execution.config import ExecutionConfig
+from gateway.execution.shadow_lane import ShadowLane, ShadowRun, ShadowSink
 from gateway.observability.execution_metrics import ExecutionMetrics
 from gateway.repository.manifest import Manifest
 from gateway.runtimes.base import ModelRuntime, Tensor
 
 _log = structlog.get_logger("gateway.execution")
 
-QUEUED, RUNNING, SETTLED = 0, 1, 2
 DEMOTED_NICE = 19
-TIMEOUT = "timeout"
-QUEUE_FULL, CPU_BUDGET = "queue_full", "cpu_budget"
-SHADOW_GATHER_S = 0.02
-"""How long queued shadow runs wait for others to fill a call (at most half their time to
-their deadline): nobody waits for a shadow's answer, and a fuller call costs less CPU a row."""
 
 
 class _Call:
@@ -73,26 +61,6 @@ class _Call:
         self.arrived = at
         self.worker: int | None = None
         """The native id of the instance thread running it, once one took it."""
-
-
-class ShadowRun:
-    """One shadow version's run of one request. `job` is the caller's, handed back with the
-    answer; `state` changes under the executor's shadow lock."""
-
-    __slots__ = ("deadline", "inputs", "job", "queued_at", "rows", "state")
-
-    def __init__(self, inputs: Mapping[str, Tensor], rows: int, deadline: float, job: Any) -> None:
-        self.inputs = inputs
-        self.rows = rows
-        self.deadline = deadline
-        self.job = job
-        self.state = QUEUED
-        self.queued_at = 0.0
-
-
-ShadowSink = Callable[[str, str, Sequence[ShadowRun], Sequence[Answer]], None]
-"""(model, version, runs, answers): shadow runs that ended, answered or timed out. Called from
-the shadow thread, and from the event loop for timeouts."""
 
 
 def _lower_priority(thread_id: int | None = None) -> None:
@@ -123,8 +91,6 @@ class VersionExecutor:
         self._manifest = manifest
         self._runtime = runtime
         self._metrics = metrics
-        self._shadow_sink = shadow_sink
-        self._shadow_budget = shadow_budget
         self._batchable = has_batch_dimension(manifest)
         self.max_rows = config.max_batch_size if self._batchable else 1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,11 +102,17 @@ class VersionExecutor:
         self._busy = 0  # instance threads in a call
         self._demoted: set[int] = set()  # instance threads whose call overran its deadline
         self._together = False  # the last call held more than one request
-        self._shadow_lock = threading.Condition(threading.Lock())
-        self._shadows: deque[ShadowRun] = deque()
-        self._running_shadows: list[ShadowRun] = []
-        self._shadow_idle = False
-        self._earliest_shadow_deadline = math.inf
+        self._shadow_lane = ShadowLane(
+            model,
+            version,
+            manifest,
+            runtime,
+            max_rows=self.max_rows,
+            max_queue=config.max_shadow_queue,
+            metrics=metrics,
+            sink=shadow_sink,
+            budget=shadow_budget,
+        )
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle (event loop) ------------------------------------------------------------
@@ -162,9 +134,7 @@ class VersionExecutor:
             self._primaries.clear()
             self._queued_rows = 0
             self._primary_lock.notify_all()
-        with self._shadow_lock:
-            self._shadows.clear()
-            self._shadow_lock.notify_all()
+        self._shadow_lane.close()
         for call in abandoned:
             if not call.future.done():
                 call.future.set_exception(self._not_ready())
@@ -255,63 +225,23 @@ class VersionExecutor:
     # -- shadows (event loop) ---------------------------------------------------------------
 
     def offer_shadow(self, run: ShadowRun) -> str | None:
-        """Queue a shadow run if the shadows' CPU budget and the shadow queue have room;
-        never blocks. None when queued, else why not (`queue_full`, `cpu_budget`)."""
-        budget = self._shadow_budget
-        if budget is not None and not budget.admits():
-            return CPU_BUDGET
-        with self._shadow_lock:
-            if self._closed or len(self._shadows) >= self.config.max_shadow_queue:
-                self._metrics.count_overload(self.model, self.version, "shadow")
-                return QUEUE_FULL
-            run.queued_at = time.monotonic()
-            self._shadows.append(run)
-            self._earliest_shadow_deadline = min(self._earliest_shadow_deadline, run.deadline)
-            if not self._threads:
-                self._start_threads()
-            queued = len(self._shadows)
-            if self._shadow_idle and (queued == 1 or queued >= self.max_rows):
-                self._shadow_lock.notify()
-        return None
+        """Queue a shadow run (see `ShadowLane.offer`)."""
+        if not self._threads:  # served before the app's start-up bound it
+            with self._primary_lock:
+                if not self._threads and not self._closed:
+                    self._start_threads()
+        return self._shadow_lane.offer(run)
 
     def expire_shadows(self, now: float) -> int:
-        """Settle every shadow run past its deadline as a timeout (a queued one never runs; a
-        running one's answer will be discarded) and hand them to the sink; how many."""
-        with self._shadow_lock:
-            if now < self._earliest_shadow_deadline:
-                return 0
-            overdue = [
-                run
-                for run in (*self._shadows, *self._running_shadows)
-                if run.state != SETTLED and run.deadline <= now
-            ]
-            for run in overdue:
-                run.state = SETTLED
-            if overdue:
-                self._shadows = deque(run for run in self._shadows if run.state == QUEUED)
-            self._earliest_shadow_deadline = min(
-                (
-                    run.deadline
-                    for run in (*self._shadows, *self._running_shadows)
-                    if run.state != SETTLED
-                ),
-                default=math.inf,
-            )
-        if overdue:
-            self._metrics.count_timeout(self.model, self.version, "shadow", len(overdue))
-            timeout = Answer(None, "no answer within the shadow timeout", TIMEOUT)
-            self._shadow_sink(self.model, self.version, overdue, [timeout] * len(overdue))
-        return len(overdue)
+        """Settle the shadow runs past their deadline as timeouts; how many."""
+        return self._shadow_lane.expire(now)
 
     # -- threads ---------------------------------------------------------------------------
 
     def _start_threads(self) -> None:
         """Start the instance threads and the shadow thread (the caller holds a lock)."""
-        name = f"gateway-{self.model}-{self.version}"
         workers = [self._instance_thread(index) for index in range(self.config.instances)]
-        workers.append(
-            threading.Thread(target=self._serve_shadows, name=f"{name}-shadow", daemon=True)
-        )
+        workers.append(self._shadow_lane.thread())
         self._threads = workers
         for thread in workers:
             thread.start()
@@ -406,87 +336,6 @@ class VersionExecutor:
             lock.notify()  # more is queued: another instance may take it
         return calls
 
-    def _serve_shadows(self) -> None:
-        lock = self._shadow_lock
-        while True:
-            with lock:
-                while not self._shadows:
-                    if self._closed:
-                        return
-                    self._shadow_idle = True
-                    lock.wait()
-                    self._shadow_idle = False
-                self._gather_shadows()
-                runs = self._take_shadows()
-                self._running_shadows = runs
-            if not runs:
-                continue
-            cpu_before = time.thread_time()
-            try:
-                answers = predict(self._manifest, self._runtime, [run.inputs for run in runs])
-            except Exception as exc:  # a bug of ours must not kill the thread
-                _log.exception(
-                    "executor_shadow_batch_failed", model=self.model, version=self.version
-                )
-                answers = [Answer(None, f"internal error: {exc}", "exception")] * len(runs)
-            with lock:
-                claimed = [
-                    (run, answer)
-                    for run, answer in zip(runs, answers, strict=True)
-                    if run.state == RUNNING
-                ]
-                for run, _ in claimed:
-                    run.state = SETTLED
-                self._running_shadows = []
-            if len(claimed) < len(runs):
-                self._metrics.count_late(self.model, self.version, len(runs) - len(claimed))
-            if claimed:
-                self._metrics.observe_batch(
-                    self.model, self.version, sum(run.rows for run, _ in claimed), ()
-                )
-                self._shadow_sink(
-                    self.model,
-                    self.version,
-                    [run for run, _ in claimed],
-                    [answer for _, answer in claimed],
-                )
-            if self._shadow_budget is not None:
-                self._shadow_budget.spend(time.thread_time() - cpu_before)
-
-    def _gather_shadows(self) -> None:
-        """Wait until a full call's rows are queued, or the oldest run has waited
-        SHADOW_GATHER_S (the caller holds `_shadow_lock`)."""
-        lock, queue = self._shadow_lock, self._shadows
-        while queue and not self._closed and len(queue) < self.max_rows:
-            if sum(run.rows for run in queue) >= self.max_rows:
-                return
-            first = queue[0]
-            until = min(first.queued_at + SHADOW_GATHER_S, (first.queued_at + first.deadline) / 2)
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                return
-            self._shadow_idle = True
-            lock.wait(remaining)
-            self._shadow_idle = False
-
-    def _take_shadows(self) -> list[ShadowRun]:
-        """Queued shadow runs up to `max_rows` rows (the caller holds `_shadow_lock`)."""
-        runs: list[ShadowRun] = []
-        rows = 0
-        queue = self._shadows
-        while queue:
-            run = queue[0]
-            if run.state != QUEUED:
-                queue.popleft()
-                continue
-            if runs and rows + run.rows > self.max_rows:
-                break
-            queue.popleft()
-            run.state = RUNNING
-            runs.append(run)
-            rows += run.rows
-        return runs
-
     def _post(self, callback: Callable[..., object], *args: Any) -> None:
         loop = self._loop
         if loop is None:
@@ -498,7 +347,7 @@ class VersionExecutor:
 
     def depths(self) -> tuple[int, int]:
         """(primary requests, shadow runs) waiting now."""
-        return len(self._primaries), len(self._shadows)
+        return len(self._primaries), self._shadow_lane.queued
 
     @property
     def busy(self) -> int:
@@ -514,5 +363,4 @@ class VersionExecutor:
     @property
     def shadows_pending(self) -> int:
         """Shadow runs queued or in a call now."""
-        with self._shadow_lock:
-            return len(self._shadows) + len(self._running_shadows)
+        return self._shadow_lane.pending

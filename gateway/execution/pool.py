@@ -14,7 +14,8 @@ import structlog
 from gateway.errors import ModelNotReady
 from gateway.execution.batch import Answer
 from gateway.execution.budget import CpuBudget
-from gateway.execution.executor import ShadowRun, ShadowSink, VersionExecutor
+from gateway.execution.executor import VersionExecutor
+from gateway.execution.shadow_lane import ShadowRun, ShadowSink
 from gateway.observability.execution_metrics import ExecutionMetrics
 from gateway.repository import ModelRegistry, VersionState
 

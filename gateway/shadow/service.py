@@ -27,8 +27,8 @@ import structlog
 
 from gateway.errors import ModelNotReady
 from gateway.execution.batch import Answer
-from gateway.execution.executor import CPU_BUDGET, ShadowRun
 from gateway.execution.pool import Executors
+from gateway.execution.shadow_lane import CPU_BUDGET, ShadowRun
 from gateway.flags.document import Release, ShadowTarget
 from gateway.flags.router import RouteDecision
 from gateway.observability.metrics import GatewayMetrics
