@@ -105,8 +105,7 @@ class VersionExecutor:
         self._shadow_lane = ShadowLane(
             model,
             version,
-            manifest,
-            runtime,
+            self._call,
             max_rows=self.max_rows,
             max_queue=config.max_shadow_queue,
             metrics=metrics,
@@ -121,9 +120,7 @@ class VersionExecutor:
         """The loop whose coroutines await this executor's answers; the threads start now,
         so the first requests find an instance waiting rather than one starting up."""
         self._loop = loop
-        with self._primary_lock:
-            if not self._threads and not self._closed:
-                self._start_threads()
+        self._ensure_threads()
 
     def close(self) -> None:
         """Take no more work; queued primaries fail as not ready, queued shadows are
@@ -226,10 +223,7 @@ class VersionExecutor:
 
     def offer_shadow(self, run: ShadowRun) -> str | None:
         """Queue a shadow run (see `ShadowLane.offer`)."""
-        if not self._threads:  # served before the app's start-up bound it
-            with self._primary_lock:
-                if not self._threads and not self._closed:
-                    self._start_threads()
+        self._ensure_threads()
         return self._shadow_lane.offer(run)
 
     def expire_shadows(self, now: float) -> int:
@@ -238,8 +232,16 @@ class VersionExecutor:
 
     # -- threads ---------------------------------------------------------------------------
 
+    def _ensure_threads(self) -> None:
+        """Start the threads unless they run (or the executor closed); `bind` starts them,
+        and a call before it (an app served without its start-up) too."""
+        if not self._threads:
+            with self._primary_lock:
+                if not self._threads and not self._closed:
+                    self._start_threads()
+
     def _start_threads(self) -> None:
-        """Start the instance threads and the shadow thread (the caller holds a lock)."""
+        """Start the instance threads and the shadow thread (the caller holds the lock)."""
         workers = [self._instance_thread(index) for index in range(self.config.instances)]
         workers.append(self._shadow_lane.thread())
         self._threads = workers
@@ -279,10 +281,7 @@ class VersionExecutor:
                 self._busy += 1
             started = time.monotonic()
             try:
-                answers = predict(self._manifest, self._runtime, [call.inputs for call in calls])
-            except Exception as exc:  # a bug of ours must not kill the instance
-                _log.exception("executor_batch_failed", model=self.model, version=self.version)
-                answers = [Answer(None, f"internal error: {exc}", "exception")] * len(calls)
+                answers = self._call([call.inputs for call in calls])
             finally:
                 with self._primary_lock:
                     self._busy -= 1
@@ -293,6 +292,16 @@ class VersionExecutor:
                 [started - c.arrived for c in calls],
             )
             self._post(self._deliver, calls, answers)
+
+    def _call(self, inputs: Sequence[Mapping[str, Tensor]]) -> list[Answer]:
+        """One call of the version on the calling thread (an instance or the shadow lane's):
+        an answer per request, and a bug of ours becomes each request's failure, never a dead
+        thread."""
+        try:
+            return predict(self._manifest, self._runtime, inputs)
+        except Exception as exc:
+            _log.exception("executor_batch_failed", model=self.model, version=self.version)
+            return [Answer(None, f"internal error: {exc}", "exception")] * len(inputs)
 
     def _take_primaries(self) -> list[_Call]:
         """The next call's requests, oldest first, up to `max_rows` rows (one request always,

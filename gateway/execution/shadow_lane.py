@@ -23,15 +23,10 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import structlog
-
-from gateway.execution.batch import Answer, predict
+from gateway.execution.batch import Answer
 from gateway.execution.budget import CpuBudget
 from gateway.observability.execution_metrics import ExecutionMetrics
-from gateway.repository.manifest import Manifest
-from gateway.runtimes.base import ModelRuntime, Tensor
-
-_log = structlog.get_logger("gateway.execution")
+from gateway.runtimes.base import Tensor
 
 QUEUED, RUNNING, SETTLED = 0, 1, 2
 TIMEOUT = "timeout"
@@ -62,14 +57,14 @@ the shadow thread, and from the event loop for timeouts."""
 
 
 class ShadowLane:
-    """Runs one loaded version's shadow runs (see the module docstring)."""
+    """Runs one loaded version's shadow runs (see the module docstring); `call` runs the
+    version once over several requests' inputs, an answer each, and never raises."""
 
     def __init__(
         self,
         model: str,
         version: str,
-        manifest: Manifest,
-        runtime: ModelRuntime,
+        call: Callable[[Sequence[Mapping[str, Tensor]]], list[Answer]],
         *,
         max_rows: int,
         max_queue: int,
@@ -79,8 +74,7 @@ class ShadowLane:
     ) -> None:
         self.model = model
         self.version = version
-        self._manifest = manifest
-        self._runtime = runtime
+        self._call = call
         self._max_rows = max_rows
         self._max_queue = max_queue
         self._metrics = metrics
@@ -184,11 +178,7 @@ class ShadowLane:
 
     def _run(self, runs: list[ShadowRun]) -> None:
         cpu_before = time.thread_time()
-        try:
-            answers = predict(self._manifest, self._runtime, [run.inputs for run in runs])
-        except Exception as exc:  # a bug of ours must not kill the thread
-            _log.exception("executor_shadow_batch_failed", model=self.model, version=self.version)
-            answers = [Answer(None, f"internal error: {exc}", "exception")] * len(runs)
+        answers = self._call([run.inputs for run in runs])
         with self._lock:
             claimed = [
                 (run, answer)
