@@ -53,8 +53,10 @@ def candidate_flag(version: str, percent: int) -> dict[str, Any]:
 async def client(
     settings: Settings, fault_models: Path, tmp_path: Path
 ) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """The fault repository, every version with a 300 ms deadline and a queue of one, and
-    the slow version as the candidate on every request."""
+    """The fault repository, every version with a 300 ms deadline, a queue of one and no
+    batching (so a request that arrives while one runs waits, and the next is refused, rather
+    than all of them running as one call), and the slow version as the candidate on every
+    request."""
     app = create_app(
         msgspec.structs.replace(
             settings,
@@ -62,6 +64,7 @@ async def client(
             flags_dir=write_flags(tmp_path / "flags", candidate_flag(SLOW, 100)),
             inference_timeout_ms=float(TIMEOUT_MS),
             execution_max_queue=1,
+            execution_max_batch_size=1,
             guard_interval_s=3600.0,  # the guard looks only when the test has asserted
         )
     )
