@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -102,6 +103,17 @@ def sample(metrics: ExecutionMetrics, name: str, labels: dict[str, str]) -> floa
     return registry.get_sample_value(name, labels) or 0.0
 
 
+@pytest.fixture
+def loop_keeps_the_gil() -> Iterator[None]:
+    """The event loop keeps the GIL until it waits (a switch interval of 10 s), so every
+    request one gather starts is queued before an instance thread, woken by the first, can
+    take any: the calls they form are then exact, not a race with that thread's wake-up."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(10.0)
+    yield
+    sys.setswitchinterval(before)
+
+
 async def until(condition: Any, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -111,6 +123,7 @@ async def until(condition: Any, timeout_s: float = 10.0) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("loop_keeps_the_gil")
 async def test_requests_queued_together_run_as_one_call_and_get_their_own_rows(
     registry: ModelRegistry,
 ) -> None:
@@ -157,6 +170,7 @@ async def test_a_request_that_arrives_alone_never_waits_for_the_queue_delay(
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("loop_keeps_the_gil")
 async def test_a_call_holds_at_most_max_batch_size_rows(registry: ModelRegistry) -> None:
     """Queued rows beyond max_batch_size wait for the next call; batching off (1) runs every
     request in a call of its own."""
