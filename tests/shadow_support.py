@@ -19,6 +19,7 @@ import copy
 import functools
 import json
 import shutil
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,17 @@ from tests.conftest import REPO_ROOT
 RAISES, NAN, WRONG_SHAPE, SLOW, PICKY = "4", "nan", "wide", "slow", "picky"
 SLOW_S = 1.0
 OPSET = 17
+
+
+def join_slow_calls(timeout_s: float = SLOW_S * 20) -> None:
+    """Wait, up to `timeout_s` in all, for the threads of closed executors of the slow
+    version to end. A call abandoned at its deadline goes on computing on its thread; left
+    running, it would compete with the next test, and a call still inside onnxruntime when
+    its session is unloaded or the interpreter exits can abort the process."""
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread.name.startswith(f"gateway-digits-{SLOW}-"):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _weights() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:

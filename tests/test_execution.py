@@ -34,6 +34,7 @@ from tests.shadow_support import (
     SLOW,
     SLOW_S,
     build_fault_repository,
+    join_slow_calls,
     picky_model,
     write_version,
 )
@@ -52,6 +53,7 @@ def registry(
     root = build_fault_repository(demo_models, tmp_path_factory.mktemp("faults") / "models")
     loaded = ModelRegistry.load(root, RuntimeOptions())
     yield loaded
+    join_slow_calls()  # the tests close their executors; a slow call may still run
     loaded.unload()
 
 

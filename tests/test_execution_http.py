@@ -21,7 +21,7 @@ from litestar.testing import AsyncTestClient
 from gateway import Settings, create_app
 from gateway.demo.digits import held_out_digits
 from tests.conftest import REPO_ROOT, VIEWER, v2_body
-from tests.shadow_support import SLOW, build_fault_repository, write_flags
+from tests.shadow_support import SLOW, build_fault_repository, join_slow_calls, write_flags
 
 PIXELS, _ = held_out_digits()
 TIMEOUT_MS = 300
@@ -70,6 +70,7 @@ async def client(
     )
     async with AsyncTestClient(app=app) as test_client:
         yield test_client
+    join_slow_calls()
 
 
 @pytest.mark.anyio

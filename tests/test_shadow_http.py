@@ -24,6 +24,7 @@ from tests.shadow_support import (
     SLOW_S,
     WRONG_SHAPE,
     build_fault_repository,
+    join_slow_calls,
     release_flag,
     write_flags,
 )
@@ -58,6 +59,7 @@ def make_client(settings: Settings, fault_models: Path, tmp_path: Path) -> Itera
     yield make
     for client in reversed(stack):
         client.__exit__(None, None, None)
+    join_slow_calls()
 
 
 PIXELS, _ = held_out_digits()

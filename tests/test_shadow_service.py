@@ -29,7 +29,15 @@ from gateway.shadow.policy import ShadowConfig, ShadowPolicy
 from gateway.shadow.recorder import ComparisonRecorder
 from gateway.shadow.service import ShadowOutcome, ShadowRequest, ShadowService
 from gateway.state import ComparisonRecord, SQLiteStore, StoreUnavailable
-from tests.shadow_support import NAN, RAISES, SLOW, SLOW_S, WRONG_SHAPE, build_fault_repository
+from tests.shadow_support import (
+    NAN,
+    RAISES,
+    SLOW,
+    SLOW_S,
+    WRONG_SHAPE,
+    build_fault_repository,
+    join_slow_calls,
+)
 
 
 @pytest.fixture
@@ -46,6 +54,7 @@ def registry(
     root = build_fault_repository(demo_models, tmp_path_factory.mktemp("faults") / "models")
     loaded = ModelRegistry.load(root, RuntimeOptions())
     yield loaded
+    join_slow_calls()  # the stacks close their executors; a slow run may still compute
     loaded.unload()
 
 
