@@ -11,6 +11,8 @@ environment) with these switches, each on when its variable is "1":
   before the executors (no deadline, no batching): what the executor's hand-off costs.
 - `VARIANT_GC_FREEZE`: `gc.collect(); gc.freeze()` after the app is built, so the objects
   loaded at startup (torch, onnxruntime, the registry) are not rescanned by full collections.
+- `VARIANT_NO_PREDICTION_LOG`: predictions are not logged for feedback to join (feedback
+  then finds none): what the prediction log costs the request path.
 
 Give it the gateway's settings with `--minimal-env`, e.g. GATEWAY_MODELS_DIR (absolute),
 GATEWAY_FLAGS_DIR (an empty directory) and GATEWAY_STATE_PATH (a scratch file).
@@ -50,6 +52,15 @@ def _run_inline() -> None:
     executor.VersionExecutor.infer = infer  # type: ignore[method-assign]
 
 
+def _skip_prediction_log() -> None:
+    from gateway.control.guarding import GuardService
+
+    def record_prediction(self: Any, prediction: Any, request_id: str, variant: Any) -> None:
+        return None
+
+    GuardService.record_prediction = record_prediction  # type: ignore[method-assign]
+
+
 def create_app() -> Litestar:
     if os.environ.get("VARIANT_SEQUENTIAL_DI") == "1":
         from litestar._kwargs import kwargs_model
@@ -57,6 +68,8 @@ def create_app() -> Litestar:
         kwargs_model.KwargsModel.resolve_dependencies = _resolve_sequentially  # type: ignore[method-assign]
     if os.environ.get("VARIANT_INLINE") == "1":
         _run_inline()
+    if os.environ.get("VARIANT_NO_PREDICTION_LOG") == "1":
+        _skip_prediction_log()
     from gateway.server import app_from_environment
 
     app = app_from_environment()

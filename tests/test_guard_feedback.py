@@ -84,6 +84,22 @@ def test_the_log_is_bounded_and_remembers_what_it_evicted() -> None:
     assert result.accepted == 1
 
 
+def test_a_full_log_evicts_a_slice_at_once_and_remembers_each_evicted_id() -> None:
+    """A log past its capacity drops the oldest 1 % at once (so it never holds more than its
+    capacity, and evicts once a slice rather than once a record); every id it dropped is
+    still reported as expired, and the ones it kept still join."""
+    log, _ = log_with_stats(max_entries=200)
+    for index in range(201):
+        log.record("digits", f"r{index}", "2", [index % 10], now=T0 + index)
+    assert len(log) == 198
+    for index in range(201, 203):
+        log.record("digits", f"r{index}", "2", [index % 10], now=T0 + index)
+    assert len(log) == 200  # below capacity again: nothing more was dropped
+    result = log.join("digits", items(("r0", 0), ("r2", 2), ("r3", 3), ("r202", 2)), now=T0)
+    assert sorted(result.expired) == ["r0", "r2"]
+    assert result.accepted == 2
+
+
 def test_a_second_label_for_the_same_prediction_is_a_duplicate() -> None:
     """Each prediction takes feedback once; a repeat is reported and not counted twice."""
     log, stats = log_with_stats()

@@ -18,11 +18,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Protocol
 
 import msgspec
 
 Label = str | int
+_NO_SHADOWS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 class FeedbackItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -151,7 +153,7 @@ class _Prediction(msgspec.Struct, gc=False):
     variant: str | None
     labels: tuple[str, ...]
     at: float
-    shadows: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    shadows: dict[str, tuple[str, ...]] | None = None  # made by the first shadow's labels
     answered: bool = False
 
 
@@ -169,6 +171,9 @@ class PredictionLog:
             raise ValueError("a prediction log needs max_entries >= 1 and ttl_s > 0")
         self.max_entries = max_entries
         self.ttl_s = ttl_s
+        # A full log evicts down to this many at once (1 % below capacity), so that it
+        # pays for an eviction once a slice of records rather than once a record.
+        self._low_water = max_entries - max(1, max_entries // 100)
         self._sink = sink
         self._entries: OrderedDict[tuple[str, str], _Prediction] = OrderedDict()
         self._gone: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -206,6 +211,8 @@ class PredictionLog:
         prediction is no longer held)."""
         entry = self._entries.get((model, request_id))
         if entry is not None:
+            if entry.shadows is None:
+                entry.shadows = {}
             entry.shadows[version] = tuple(map(str, labels))
 
     def join(self, model: str, items: Sequence[FeedbackItem], now: float) -> FeedbackResult:
@@ -234,23 +241,30 @@ class PredictionLog:
                 entry.version,
                 entry.variant,
                 entry.labels,
-                entry.shadows,
+                entry.shadows or _NO_SHADOWS,
             ):
                 entry.answered = True
         return result
 
     def _evict(self, now: float) -> None:
-        """Drop the oldest predictions while there are too many or they are too old."""
-        entries = self._entries
+        """Drop the oldest predictions while they are too old, and while there are too many:
+        beyond capacity, down to the low-water mark."""
+        entries, gone = self._entries, self._gone
+        keep = self.max_entries if len(entries) <= self.max_entries else self._low_water
+        oldest_allowed = now - self.ttl_s
         self._oldest_expires = -math.inf
         while entries:
-            key, oldest = next(iter(entries.items()))
-            if len(entries) <= self.max_entries and now - oldest.at <= self.ttl_s:
+            key = next(iter(entries))
+            at = entries[key].at
+            if len(entries) <= keep and at >= oldest_allowed:
                 # Until then no entry is too old (later ones are younger), so `record`
                 # need not look.
-                self._oldest_expires = oldest.at + self.ttl_s
+                self._oldest_expires = at + self.ttl_s
                 break
-            self._forget(key)
+            del entries[key]
+            gone[key] = None
+        for _ in range(len(gone) - self.max_entries):
+            gone.popitem(last=False)
 
     def _forget(self, key: tuple[str, str]) -> None:
         self._entries.pop(key, None)
