@@ -15,12 +15,14 @@ here, each with the demo's signature and a true manifest:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from gateway.demo.digits import INPUTS, LABELS, OUTPUTS
+from gateway.repository import ModelRegistry
 from gateway.repository.manifest import Manifest, encode_manifest, sha256_of
+from gateway.runtimes import RuntimeOptions
 from tests.conftest import REPO_ROOT
 
 RAISES, NAN, WRONG_SHAPE, SLOW, PICKY = "4", "nan", "wide", "slow", "picky"
@@ -48,6 +52,18 @@ def join_slow_calls(timeout_s: float = SLOW_S * 20) -> None:
     for thread in threading.enumerate():
         if thread.name.startswith(f"gateway-digits-{SLOW}-"):
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def loaded_fault_registry(demo_models: Path, root: Path) -> Iterator[ModelRegistry]:
+    """The fault repository built under `root`, loaded; unloaded at the end, once the slow
+    version's abandoned calls have ended (the callers close their executors first)."""
+    registry = ModelRegistry.load(build_fault_repository(demo_models, root), RuntimeOptions())
+    try:
+        yield registry
+    finally:
+        join_slow_calls()
+        registry.unload()
 
 
 def _weights() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:

@@ -34,7 +34,7 @@ from tests.shadow_support import (
     SLOW,
     SLOW_S,
     build_fault_repository,
-    join_slow_calls,
+    loaded_fault_registry,
     picky_model,
     write_version,
 )
@@ -50,11 +50,8 @@ def registry(
     demo_models: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModelRegistry]:
     """The demo versions and the failing ones (nan, wide, slow, picky), loaded."""
-    root = build_fault_repository(demo_models, tmp_path_factory.mktemp("faults") / "models")
-    loaded = ModelRegistry.load(root, RuntimeOptions())
-    yield loaded
-    join_slow_calls()  # the tests close their executors; a slow call may still run
-    loaded.unload()
+    with loaded_fault_registry(demo_models, tmp_path_factory.mktemp("faults") / "models") as loaded:
+        yield loaded
 
 
 class Shadows:

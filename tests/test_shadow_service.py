@@ -24,7 +24,6 @@ from gateway.flags.document import ShadowTarget
 from gateway.flags.router import RouteDecision
 from gateway.observability.metrics import GatewayMetrics
 from gateway.repository import ModelRegistry
-from gateway.runtimes import RuntimeOptions
 from gateway.shadow.policy import ShadowConfig, ShadowPolicy
 from gateway.shadow.recorder import ComparisonRecorder
 from gateway.shadow.service import ShadowOutcome, ShadowRequest, ShadowService
@@ -35,8 +34,7 @@ from tests.shadow_support import (
     SLOW,
     SLOW_S,
     WRONG_SHAPE,
-    build_fault_repository,
-    join_slow_calls,
+    loaded_fault_registry,
 )
 
 
@@ -51,11 +49,8 @@ def registry(
 ) -> Iterator[ModelRegistry]:
     """The demo versions and the failing ones (nan, wide, slow, picky), loaded (`slow` queues
     two shadow runs at most, so that it fills its queue at once)."""
-    root = build_fault_repository(demo_models, tmp_path_factory.mktemp("faults") / "models")
-    loaded = ModelRegistry.load(root, RuntimeOptions())
-    yield loaded
-    join_slow_calls()  # the stacks close their executors; a slow run may still compute
-    loaded.unload()
+    with loaded_fault_registry(demo_models, tmp_path_factory.mktemp("faults") / "models") as loaded:
+        yield loaded
 
 
 class Stack:

@@ -244,12 +244,13 @@ class PredictionLog:
                 entry.shadows or _NO_SHADOWS,
             ):
                 entry.answered = True
+        self._trim_gone()
         return result
 
     def _evict(self, now: float) -> None:
         """Drop the oldest predictions while they are too old, and while there are too many:
         beyond capacity, down to the low-water mark."""
-        entries, gone = self._entries, self._gone
+        entries = self._entries
         keep = self.max_entries if len(entries) <= self.max_entries else self._low_water
         oldest_allowed = now - self.ttl_s
         self._oldest_expires = -math.inf
@@ -261,14 +262,16 @@ class PredictionLog:
                 # need not look.
                 self._oldest_expires = at + self.ttl_s
                 break
-            del entries[key]
-            gone[key] = None
-        for _ in range(len(gone) - self.max_entries):
-            gone.popitem(last=False)
+            self._forget(key)
+        self._trim_gone()
 
     def _forget(self, key: tuple[str, str]) -> None:
-        self._entries.pop(key, None)
+        """Drop an entry and remember its id as gone (a held id is never in `_gone`:
+        `record` takes it out), until `_trim_gone` forgets the oldest of those."""
+        del self._entries[key]
         self._gone[key] = None
-        self._gone.move_to_end(key)
-        while len(self._gone) > self.max_entries:
-            self._gone.popitem(last=False)
+
+    def _trim_gone(self) -> None:
+        gone = self._gone
+        for _ in range(len(gone) - self.max_entries):
+            gone.popitem(last=False)
