@@ -229,7 +229,8 @@ def minimal_server(
     target: str = MINIMAL_TARGET,
     working_dir: Path | None = None,
 ) -> Server:
-    """bench/minimal_app.py (or another factory) under granian's CLI: 1 worker, ASGI, factory."""
+    """bench/minimal_app.py (or another factory) under granian's CLI: 1 worker, ASGI, uvloop,
+    factory."""
     repo_root = Path(__file__).resolve().parent.parent
     working_dir = working_dir or repo_root
     command = [
@@ -238,6 +239,8 @@ def minimal_server(
         "granian",
         "--interface",
         "asgi",
+        "--loop",
+        "uvloop",  # the gateway's loop: the two differ in their app only
         "--factory",
         "--workers",
         "1",

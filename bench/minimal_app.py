@@ -8,7 +8,8 @@ encoded with msgspec. Inference runs inline on the event loop, as in the gateway
 routing, metrics, logging or per-request checks beyond what the decode needs.
 
     MINIMAL_MODEL_PATH=models/digits/1/model.onnx \\
-        python -m granian --interface asgi --factory --workers 1 bench.minimal_app:create_app
+        python -m granian --interface asgi --loop uvloop --factory --workers 1 \\
+        bench.minimal_app:create_app
 
 `MINIMAL_MODEL_NAME` (default: the directory above the version's, e.g. `digits`) and
 `MINIMAL_MODEL_VERSION` (default: the version directory's name, e.g. `1`) name the model.

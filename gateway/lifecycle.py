@@ -7,8 +7,15 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import structlog
+
 from gateway.interpreter import InterpreterTuning
 from gateway.observability.access import AccessLog
+
+_log = structlog.get_logger("gateway.lifecycle")
+
+STOP_TIMEOUT_S = 10.0
+"""How long one part may take to stop before the next is stopped anyway."""
 
 
 class Part(Protocol):
@@ -19,10 +26,18 @@ class Part(Protocol):
 
 
 class Lifecycle:
-    """Starts `parts` in order, stops them in reverse: each stops before what it needs."""
+    """Starts `parts` in order, stops them in reverse: each stops before what it needs.
 
-    def __init__(self, parts: Sequence[Part | None]) -> None:
+    A part's stop is bounded (`stop_timeout_s`): one that hangs (a network call that never
+    returns) is cancelled and logged, so the process still exits and the parts after it
+    still stop.
+    """
+
+    def __init__(
+        self, parts: Sequence[Part | None], *, stop_timeout_s: float = STOP_TIMEOUT_S
+    ) -> None:
         self._parts = [part for part in parts if part is not None]
+        self._stop_timeout_s = stop_timeout_s
 
     async def start(self) -> None:
         for part in self._parts:
@@ -30,7 +45,17 @@ class Lifecycle:
 
     async def stop(self) -> None:
         for part in reversed(self._parts):
-            await part.stop()
+            stopping = asyncio.ensure_future(part.stop())
+            # asyncio.wait, not wait_for: wait_for would wait on for the cancelled stop, and
+            # a stop that swallows its cancellation never ends.
+            done, _ = await asyncio.wait({stopping}, timeout=self._stop_timeout_s)
+            if not done:
+                stopping.cancel()
+                _log.error(
+                    "part_did_not_stop", part=type(part).__name__, timeout_s=self._stop_timeout_s
+                )
+            else:
+                stopping.result()  # a part that failed to stop fails the shutdown, as before
 
 
 class AccessLogFlusher:

@@ -288,7 +288,8 @@ def test_release_manager_changes_the_percentage(
 
 
 def _apply(page: Page, action: str, fields: dict[str, str], says: str, button: str) -> None:
-    """Fill an action's form, review it, check what the dialog says will change, apply it."""
+    """Fill an action's form, review it, check what the dialog says will change, apply it,
+    and wait until the page reports this action in force."""
     form = page.locator(f'form[data-action="{action}"]')
     for label, value in fields.items():
         control = form.get_by_label(label, exact=False).first
@@ -299,9 +300,12 @@ def _apply(page: Page, action: str, fields: dict[str, str], says: str, button: s
     form.get_by_role("button", name=button).click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text(says)
+    result = page.locator("#action-result")
+    before = result.inner_text()  # the previous action's "in force" must not pass for this one
     dialog.get_by_role("button", name="Apply").click()
     expect(dialog).to_be_hidden()
-    expect(page.locator("#action-result")).to_contain_text("in force")
+    expect(result).not_to_have_text(before)
+    expect(result).to_contain_text(f"Done: {action} is in force")
 
 
 def _release(gateway: RunningServer) -> dict[str, Any]:
