@@ -46,7 +46,7 @@ class Lifecycle:
     async def stop(self) -> None:
         for part in reversed(self._parts):
             stopping = asyncio.ensure_future(part.stop())
-            # asyncio.wait, not wait_for: wait_for would wait on for the cancelled stop, and
+            # asyncio.wait, not wait_for: wait_for keeps waiting for the cancelled stop, and
             # a stop that swallows its cancellation never ends.
             done, _ = await asyncio.wait({stopping}, timeout=self._stop_timeout_s)
             if not done:
