@@ -274,6 +274,29 @@ async def test_a_request_past_its_deadline_is_abandoned_and_its_late_result_coun
     slow.close()
 
 
+@pytest.mark.anyio
+async def test_each_request_is_abandoned_at_its_own_deadline(registry: ModelRegistry) -> None:
+    """Requests that arrive apart are each abandoned at their own deadline, not the first
+    one's nor a later one's: the version's one deadline timer wakes again for the next
+    waiting request, and is armed anew for a request that arrives once none waits."""
+    deadline_s = 0.3
+    slow = executor(registry, SLOW, max_batch_size=1, timeout_ms=deadline_s * 1000)
+    started = time.monotonic()
+
+    async def abandoned_at(arrival_s: float) -> float:
+        await asyncio.sleep(arrival_s)
+        with pytest.raises(InferenceTimeout):
+            await slow.infer(pixels(), 1)
+        return time.monotonic() - started
+
+    arrivals = [0.0, 0.15, 0.5]  # the third comes after the first two were abandoned
+    abandoned = await asyncio.gather(*(abandoned_at(arrival) for arrival in arrivals))
+
+    for arrival, at in zip(arrivals, abandoned, strict=True):
+        assert arrival + deadline_s <= at < arrival + deadline_s + 0.1
+    slow.close()
+
+
 def instance_priorities(executor: VersionExecutor) -> list[int]:
     """The nice value of each live instance thread of `executor`."""
     return [

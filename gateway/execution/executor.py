@@ -12,7 +12,8 @@ one, use several cores.
 
 Deadlines: every request is abandoned at `timeout_ms` after its arrival, whether it is still
 queued (it never runs) or running (the call goes on; its result is dropped and counted as
-late). A full queue refuses a request at once. Nothing waits without a bound.
+late). One timer per version watches them all (deadlines fall in arrival order). A full
+queue refuses a request at once. Nothing waits without a bound.
 
 Shadows share the executor but never a primary's place in it: they wait in the version's
 `ShadowLane`, with its own bounded queue and thread, so an instance thread never takes one.
@@ -102,6 +103,10 @@ class VersionExecutor:
         self._busy = 0  # instance threads in a call
         self._demoted: set[int] = set()  # instance threads whose call overran its deadline
         self._together = False  # the last call held more than one request
+        # On the loop only: requests not yet known to be settled, oldest first, and the one
+        # timer that abandons them at their deadlines (see `_expire_overdue`).
+        self._waiting: deque[_Call] = deque()
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._shadow_lane = ShadowLane(
             model,
             version,
@@ -171,21 +176,43 @@ class VersionExecutor:
                 self._start_threads()
             elif self._idle and (len(self._primaries) == 1 or self._queued_rows >= self.max_rows):
                 self._primary_lock.notify()
-        timer = loop.call_at(call.arrived + self.config.timeout_s, self._expire, call)
-        try:
-            answer = await future
-        finally:
-            timer.cancel()
+        self._waiting.append(call)
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(
+                call.arrived + self.config.timeout_s, self._expire_overdue
+            )
+        answer = await future
         if answer.outputs is None:
             raise InferenceFailed(self.model, self.version, answer.error, kind=answer.kind)
         return answer
 
-    def _expire(self, call: _Call) -> None:
-        """At the deadline, on the loop: abandon the request; a call that runs past it goes on
-        at the lowest priority (see `_demote`)."""
-        future = call.future
-        if future.done():
+    def _expire_overdue(self) -> None:
+        """On the loop, at the oldest waiting request's deadline: abandon every request past
+        its deadline, and wake again at the next one's.
+
+        Every request of a version has the same timeout and arrives later than the one
+        before, so deadlines fall in arrival order and one timer serves them all: a timer a
+        request cost the loop more than the rest of the executor's hand-off."""
+        loop, waiting = self._loop, self._waiting
+        self._deadline_timer = None
+        if loop is None:
             return
+        now, timeout_s = loop.time(), self.config.timeout_s
+        while waiting:
+            call = waiting[0]
+            if not call.future.done():
+                if call.arrived + timeout_s > now:
+                    self._deadline_timer = loop.call_at(
+                        call.arrived + timeout_s, self._expire_overdue
+                    )
+                    return
+                self._expire(call)
+            waiting.popleft()
+
+    def _expire(self, call: _Call) -> None:
+        """Abandon a request at its deadline; a call that runs past it goes on at the lowest
+        priority (see `_demote`)."""
+        future = call.future
         self._metrics.count_timeout(self.model, self.version, "primary")
         future.set_exception(InferenceTimeout(self.model, self.version, self.config.timeout_ms))
         if call.worker is not None:
@@ -218,6 +245,9 @@ class VersionExecutor:
             future.set_result(answer)
         if late:
             self._metrics.count_late(self.model, self.version, late)
+        waiting = self._waiting
+        while waiting and waiting[0].future.done():  # answered: no deadline to watch
+            waiting.popleft()
 
     # -- shadows (event loop) ---------------------------------------------------------------
 

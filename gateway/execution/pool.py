@@ -22,7 +22,7 @@ from gateway.repository import ModelRegistry, VersionState
 _log = structlog.get_logger("gateway.execution")
 
 SWEEP_INTERVAL_S = 0.02
-"""How often overdue shadow runs are settled as timeouts (primaries have a timer each)."""
+"""How often overdue shadow runs are settled as timeouts (primaries: each executor's timer)."""
 JOIN_TIMEOUT_S = 2.0
 
 
