@@ -58,6 +58,7 @@ class Serving:
         self.guard = guard
         self.access_log = access_log
         self._metrics = metrics
+        self._in_flight = 0  # requests in `serve` now: shadows start only while it is low
 
     def route(
         self,
@@ -85,13 +86,17 @@ class Serving:
         attributes: Mapping[str, Attribute] | None = None,
     ) -> Served:
         """Answer `request`: from `version` when pinned, else from the route the flag picks."""
-        if version is not None:
-            prediction = await self.dataplane.infer(model, version, request, binary_inputs)
-            self._observe(prediction, None, request_id)
-            served = Served(prediction)
-        else:
-            routed = self.route(model, targeting_key, attributes or {}, request_id)
-            served = await self._serve_routed(routed, request, binary_inputs, request_id)
+        self._in_flight += 1
+        try:
+            if version is not None:
+                prediction = await self.dataplane.infer(model, version, request, binary_inputs)
+                self._observe(prediction, None, request_id)
+                served = Served(prediction)
+            else:
+                routed = self.route(model, targeting_key, attributes or {}, request_id)
+                served = await self._serve_routed(routed, request, binary_inputs, request_id)
+        finally:
+            self._in_flight -= 1
         self.access_log.served(
             request_id=request_id,
             model=model,
@@ -172,8 +177,9 @@ class Serving:
         error: str = "",
     ) -> None:
         """Hand the request to shadow mode: it returns at once, whatever happens. The sample
-        is drawn first, so a request no shadow runs for builds nothing more."""
-        targets = self.shadows.sample(routed.decision)
+        is drawn first, so a request no shadow runs for builds nothing more, and with the
+        primaries in flight: shadows run on spare capacity only."""
+        targets = self.shadows.sample(routed.decision, self._in_flight)
         if not targets:
             return
         self.shadows.submit(

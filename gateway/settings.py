@@ -100,6 +100,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # CPU time all shadow runs together may use, as a share of one core (gateway/execution/
     # budget.py); past it new shadow runs are dropped and counted (reason cpu_budget).
     shadow_cpu_share: Annotated[float, msgspec.Meta(gt=0, le=64)] = 0.05
+    # Primary requests in flight in this worker above which no new shadow run starts: the
+    # primaries have no spare capacity then (dropped and counted, reason primary_busy; 0: off).
+    shadow_max_primaries_in_flight: Annotated[int, msgspec.Meta(ge=0)] = 16
     shadow_keep_inputs: bool = False
     shadow_max_input_bytes: int = 16 * 1024
     # Output elements a comparison record keeps per side (beyond: shapes and top classes),
@@ -211,6 +214,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             max_output_values=self.shadow_max_output_values,
             keep_agreeing_outputs=self.shadow_keep_agreeing_outputs,
+            max_primaries_in_flight=self.shadow_max_primaries_in_flight,
             buffer_records=self.shadow_buffer_records,
             flush_interval_s=self.shadow_flush_interval_s,
             retention_s=self.shadow_retention_s,

@@ -3,15 +3,20 @@ is counted, and the review API (viewer role) shows summaries and disagreements."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import numpy as np
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway import Settings, create_app
@@ -26,7 +31,10 @@ from tests.shadow_support import (
     build_fault_repository,
     join_slow_calls,
     release_flag,
+    slow_model,
+    slow_trips,
     write_flags,
+    write_version,
 )
 
 MakeClient = Callable[..., Client]
@@ -63,6 +71,7 @@ def make_client(settings: Settings, fault_models: Path, tmp_path: Path) -> Itera
 
 
 PIXELS, _ = held_out_digits()
+BRIEF = "brief"  # a version that takes 0.1 s a call
 
 
 def outputs_of(response: Any) -> list[dict[str, Any]]:
@@ -153,6 +162,90 @@ def test_a_full_shadow_queue_drops_shadow_work_and_counts_it(make_client: MakeCl
         )
     )[f"1->{SLOW}"]
     assert stats["errors"]["timeout"] == 6 - dropped
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    """The app's start-up and shutdown, driven over ASGI on the running loop."""
+    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    running = asyncio.ensure_future(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put)  # type: ignore[arg-type]
+    )
+    await inbox.put({"type": "lifespan.startup"})
+    assert (await outbox.get())["type"] == "lifespan.startup.complete"
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+        await running
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_shadows_start_only_while_few_primaries_are_in_flight(
+    settings: Settings, demo_models: Path, tmp_path: Path
+) -> None:
+    """Shadows use spare capacity only: a request that ends while more primaries than
+    `shadow_max_primaries_in_flight` are in flight (itself included) drops its drawn shadow,
+    counted as primary_busy, and still gets its own answer; the last ones to end, with few
+    left in flight, run theirs.
+
+    8 requests at once to a primary that takes 0.1 s a call, one request a call: they end
+    one after another with 8, 7, ... 1 in flight, so with a limit of 3 exactly 5 shadows are
+    dropped and 3 compared."""
+    models = tmp_path / "models"
+    shutil.copytree(demo_models, models)
+    write_version(
+        models / "digits",
+        BRIEF,
+        slow_model(slow_trips(0.1)),
+        "0.1 s a call.",
+        {"max_batch_size": 1},
+    )
+    flag = release_flag([("2", 100)], serve=BRIEF, metadata={"guard.offlineOverride": "2"})
+    values = {f: getattr(settings, f) for f in settings.__struct_fields__}
+    app = create_app(
+        Settings(
+            **values
+            | {
+                "models_dir": models,
+                "flags_dir": write_flags(tmp_path / "flags", flag),
+                "state_path": tmp_path / "state.db",
+                "shadow_cpu_share": 4.0,  # the budget never refuses here: only the limit
+                "shadow_max_primaries_in_flight": 3,
+                "guard_interval_s": 3600.0,
+            }
+        )
+    )
+    # httpx's ASGI transport on the test's own loop: the 8 requests are in flight at once
+    # (Litestar's test clients hand each request to their portal and wait for it).
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        answers = await asyncio.gather(
+            *(client.post("/v2/models/digits/infer", json=v2_body(PIXELS[0])) for _ in range(8))
+        )
+        assert [answer.status_code for answer in answers] == [200] * 8
+        assert {answer.headers["x-model-version"] for answer in answers} == {BRIEF}
+        await until_shadows_settle(client, 3)
+        metrics = (await client.get("/metrics")).text
+
+    labels = f'model="digits",outcome="{{}}",primary="{BRIEF}",shadow="2"'
+    assert 'gateway_shadow_drops_total{reason="primary_busy"} 5.0' in metrics
+    assert f"gateway_shadow_requests_total{{{labels.format('dropped')}}} 5.0" in metrics
+    assert f"gateway_shadow_requests_total{{{labels.format('compared')}}} 3.0" in metrics
+
+
+async def until_shadows_settle(client: httpx.AsyncClient, compared: int) -> None:
+    """Wait (10 s at most) until `compared` shadow runs were compared."""
+    deadline = time.monotonic() + 10.0
+    while (
+        f'outcome="compared",primary="{BRIEF}",shadow="2"}} {compared}.0'
+        not in (await client.get("/metrics")).text
+    ):
+        assert time.monotonic() < deadline, "the shadows did not settle in time"
+        await asyncio.sleep(0.02)
 
 
 def test_a_failing_primary_is_recorded_beside_its_shadow(make_client: MakeClient) -> None:

@@ -295,6 +295,32 @@ async def test_a_spent_cpu_budget_drops_drawn_shadows_before_anything_is_built(
 
 
 @pytest.mark.anyio
+async def test_shadows_are_dropped_while_too_many_primaries_are_in_flight(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """sample() drops every drawn shadow, counted as primary_busy, when more primaries than
+    the limit are in flight; at the limit it draws as ever, and a limit of 0 is no limit."""
+    built = Stack(registry, SQLiteStore(tmp_path / "state.db"), config(max_primaries_in_flight=4))
+    unlimited = Stack(
+        registry, SQLiteStore(tmp_path / "other.db"), config(max_primaries_in_flight=0)
+    )
+    route = decision(("2", 100), ("3", 100))
+
+    assert len(built.service.sample(route, primaries_in_flight=4)) == 2
+    assert built.service.sample(route, primaries_in_flight=5) == []
+    assert built.counted("2", "dropped") == built.counted("3", "dropped") == 1
+    assert (
+        built.metrics.registry.get_sample_value(
+            "gateway_shadow_drops_total", {"reason": "primary_busy"}
+        )
+        == 2
+    )
+    assert len(unlimited.service.sample(route, primaries_in_flight=10_000)) == 2
+    await built.store.close()
+    await unlimited.store.close()
+
+
+@pytest.mark.anyio
 async def test_shadow_runs_when_the_primary_failed(stack: Stack) -> None:
     """When the primary fails, the shadow runs on the inputs the request was decoded to, and
     its answer is kept in a 'primary_error' record with the primary's error."""

@@ -119,8 +119,9 @@ class GatewayMetrics:
         )
         self._shadow_drops = Counter(
             "gateway_shadow_drops",
-            "Shadow runs dropped, by reason: queue_full (the shadow version's queue had no "
-            "room) or unavailable (the shadow version is not loaded).",
+            "Shadow runs dropped, by reason: primary_busy (too many primaries in flight), "
+            "cpu_budget (the shadows' CPU budget is spent), queue_full (the shadow version's "
+            "queue had no room) or unavailable (the shadow version is not loaded).",
             ["reason"],
             registry=self.registry,
         )

@@ -51,6 +51,9 @@ class ShadowConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Whether agreeing comparisons keep both output tensors too; by default they keep their
     summary (top classes, largest difference) and only disagreements, errors and primary
     failures keep the tensors."""
+    max_primaries_in_flight: int = 16
+    """Primary requests in flight in the worker above which no shadow run starts (0: no
+    limit): shadows use spare capacity only, and a worker with this many primaries has none."""
     buffer_records: int = 10_000
     """Records waiting in memory for the store; more are dropped and counted."""
     flush_interval_s: float = 1.0

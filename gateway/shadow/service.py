@@ -41,6 +41,9 @@ from gateway.state import ComparisonRecord, Store
 
 __all__ = ["ShadowOutcome", "ShadowRequest", "ShadowService"]
 
+PRIMARY_BUSY = "primary_busy"
+"""Why a shadow run is dropped while the primaries have no spare capacity."""
+
 _log = structlog.get_logger("gateway.shadow")
 
 MAX_DISAGREEMENTS = 1000
@@ -118,11 +121,12 @@ class ShadowService:
 
     # -- the request path (event loop) -------------------------------------------------------
 
-    def sample(self, decision: RouteDecision) -> list[ShadowTarget]:
+    def sample(self, decision: RouteDecision, primaries_in_flight: int = 0) -> list[ShadowTarget]:
         """The shadows of `decision` this request runs, drawn by their sample percentages
-        (first, so that the requests a 10 % shadow skips build nothing more). While the
-        shadows' CPU budget is spent, the drawn ones are dropped here, before anything is
-        built for them."""
+        (first, so that the requests a 10 % shadow skips build nothing more). Shadows use
+        spare capacity only: while more than `max_primaries_in_flight` primaries are in
+        flight (`primaries_in_flight`, this one included), or the shadows' CPU budget is
+        spent, the drawn ones are dropped here, before anything is built for them."""
         if self._closed:
             return []
         drawn = []
@@ -130,12 +134,19 @@ class ShadowService:
             percent = float(target.percent)
             if percent >= 100.0 or (percent > 0.0 and self._random() * 100.0 < percent):
                 drawn.append(target)
-        budget = self._executors.shadow_budget
-        if drawn and budget is not None and not budget.admits():
-            for target in drawn:
-                self._drop(decision.model, decision.serve, target.version, CPU_BUDGET)
-            return []
-        return drawn
+        if not drawn:
+            return drawn
+        limit = self.config.max_primaries_in_flight
+        if limit and primaries_in_flight > limit:
+            refused = PRIMARY_BUSY
+        else:
+            budget = self._executors.shadow_budget
+            if budget is None or budget.admits():
+                return drawn
+            refused = CPU_BUDGET
+        for target in drawn:
+            self._drop(decision.model, decision.serve, target.version, refused)
+        return []
 
     def submit(self, request: ShadowRequest, targets: Sequence[ShadowTarget]) -> int:
         """Offer the request's run of each of `targets` to its version's executor; how many
