@@ -213,7 +213,10 @@ async def test_shadows_start_only_while_few_primaries_are_in_flight(
                 "models_dir": models,
                 "flags_dir": write_flags(tmp_path / "flags", flag),
                 "state_path": tmp_path / "state.db",
-                "shadow_cpu_share": 4.0,  # the budget never refuses here: only the limit
+                # No deadline or budget refuses anything here (a busy machine slows the
+                # calls): only the limit does.
+                "inference_timeout_ms": 30_000.0,
+                "shadow_cpu_share": 4.0,
                 "shadow_max_primaries_in_flight": 3,
                 "guard_interval_s": 3600.0,
             }
