@@ -98,8 +98,13 @@ def pairs(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def shadow_count(client: Client, shadow: str, outcome: str, primary: str = "1") -> float:
+    return counted_in(client.get("/metrics").text, shadow, outcome, primary)
+
+
+def counted_in(metrics: str, shadow: str, outcome: str, primary: str = "1") -> float:
+    """`gateway_shadow_requests_total` for one pair and outcome, read from /metrics text."""
     labels = f'model="digits",outcome="{outcome}",primary="{primary}",shadow="{shadow}"'
-    for line in client.get("/metrics").text.splitlines():
+    for line in metrics.splitlines():
         if line.startswith(f"gateway_shadow_requests_total{{{labels}}}"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -234,19 +239,15 @@ async def test_shadows_start_only_while_few_primaries_are_in_flight(
         await until_shadows_settle(client, 3)
         metrics = (await client.get("/metrics")).text
 
-    labels = f'model="digits",outcome="{{}}",primary="{BRIEF}",shadow="2"'
     assert 'gateway_shadow_drops_total{reason="primary_busy"} 5.0' in metrics
-    assert f"gateway_shadow_requests_total{{{labels.format('dropped')}}} 5.0" in metrics
-    assert f"gateway_shadow_requests_total{{{labels.format('compared')}}} 3.0" in metrics
+    assert counted_in(metrics, "2", "dropped", primary=BRIEF) == 5
+    assert counted_in(metrics, "2", "compared", primary=BRIEF) == 3
 
 
 async def until_shadows_settle(client: httpx.AsyncClient, compared: int) -> None:
     """Wait (10 s at most) until `compared` shadow runs were compared."""
     deadline = time.monotonic() + 10.0
-    while (
-        f'outcome="compared",primary="{BRIEF}",shadow="2"}} {compared}.0'
-        not in (await client.get("/metrics")).text
-    ):
+    while counted_in((await client.get("/metrics")).text, "2", "compared", BRIEF) < compared:
         assert time.monotonic() < deadline, "the shadows did not settle in time"
         await asyncio.sleep(0.02)
 

@@ -193,10 +193,8 @@ class VersionExecutor:
         Every request of a version has the same timeout and arrives later than the one
         before, so deadlines fall in arrival order and one timer serves them all (a timer a
         request, armed and cancelled, cost the loop about 20 µs of a request's 120)."""
-        loop, waiting = self._loop, self._waiting
+        loop, waiting = asyncio.get_running_loop(), self._waiting
         self._deadline_timer = None
-        if loop is None:
-            return
         now, timeout_s = loop.time(), self.config.timeout_s
         while waiting:
             call = waiting[0]
