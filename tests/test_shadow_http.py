@@ -4,11 +4,10 @@ is counted, and the review API (viewer role) shows summaries and disagreements."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import httpx
 import msgspec
 import numpy as np
 import pytest
-from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway import Settings, create_app
@@ -169,24 +167,6 @@ def test_a_full_shadow_queue_drops_shadow_work_and_counts_it(make_client: MakeCl
     assert stats["errors"]["timeout"] == 6 - dropped
 
 
-@contextlib.asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncIterator[None]:
-    """The app's start-up and shutdown, driven over ASGI on the running loop."""
-    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    running = asyncio.ensure_future(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put)  # type: ignore[arg-type]
-    )
-    await inbox.put({"type": "lifespan.startup"})
-    assert (await outbox.get())["type"] == "lifespan.startup.complete"
-    try:
-        yield
-    finally:
-        await inbox.put({"type": "lifespan.shutdown"})
-        assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
-        await running
-
-
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.anyio
 async def test_shadows_start_only_while_few_primaries_are_in_flight(
@@ -230,7 +210,10 @@ async def test_shadows_start_only_while_few_primaries_are_in_flight(
     # httpx's ASGI transport on the test's own loop: the 8 requests are in flight at once
     # (Litestar's test clients hand each request to their portal and wait for it).
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
         answers = await asyncio.gather(
             *(client.post("/v2/models/digits/infer", json=v2_body(PIXELS[0])) for _ in range(8))
         )
